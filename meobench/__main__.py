@@ -1,0 +1,3 @@
+from meobench.cli import main
+
+main()

@@ -1,0 +1,81 @@
+"""Commands that inspect without measuring: ``validate``, ``list`` and ``env``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+import meobench
+from meobench.cases import expand
+from meobench.cli.common import app, console, reports_errors
+from meobench.environment import collect_environment
+from meobench.errors import MeobenchError
+from meobench.layers import MERGE_STRATEGIES, MOE_STRATEGIES, VARIANTS
+from meobench.scenario import load_scenario
+
+
+@app.command()
+@reports_errors
+def validate(
+    scenario: Path = typer.Argument(..., help="Scenario YAML file to check."),
+) -> None:
+    """Check a scenario file and report its number of cases, without running anything."""
+    spec = load_scenario(scenario)
+    cases = expand(spec)
+    console.print(f"{scenario}: valid scenario {spec.name!r} with {len(cases)} cases.", highlight=False)
+
+
+@app.command("list")
+def list_choices() -> None:
+    """List the layer variants, execution strategies and shipped scenarios."""
+    variants = Table(title="Variants")
+    for header in ("variant", "family", "routing level", "default strategy", "strategies"):
+        variants.add_column(header)
+    for name, spec in VARIANTS.items():
+        variants.add_row(name, spec.family, spec.level or "-", spec.default_strategy, ", ".join(spec.strategies()))
+    console.print(variants)
+
+    strategies = Table(title="Strategies")
+    strategies.add_column("strategy")
+    strategies.add_column("applies to")
+    strategies.add_column("what it does")
+    for name, function in sorted(MOE_STRATEGIES.items()):
+        strategies.add_row(name, "moe-*", _first_line(function.__doc__))
+    for name, function in sorted(MERGE_STRATEGIES.items()):
+        strategies.add_row(name, "meo-*", _first_line(function.__doc__))
+    console.print(strategies)
+
+    scenarios = Table(title="Shipped scenarios")
+    scenarios.add_column("file")
+    scenarios.add_column("description")
+    for path in shipped_scenarios():
+        try:
+            description = load_scenario(path).description
+        except MeobenchError as error:
+            description = f"[red]invalid: {error}[/]"
+        scenarios.add_row(str(path), description)
+    console.print(scenarios)
+
+
+def shipped_scenarios() -> list[Path]:
+    """Scenario files in the scenarios/ folder beside the meobench package."""
+    folder = Path(meobench.__file__).resolve().parent.parent / "scenarios"
+    return sorted(folder.glob("*.yaml"))
+
+
+def _first_line(text: Optional[str]) -> str:
+    return (text or "").strip().splitlines()[0] if text else ""
+
+
+@app.command()
+def env() -> None:
+    """Show the software and hardware meobench would record with a run."""
+    table = Table(title="Environment", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    for key, value in collect_environment().items():
+        table.add_row(key, str(value))
+    console.print(table)

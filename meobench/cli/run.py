@@ -1,0 +1,125 @@
+"""``meobench run``: measure every case of a scenario and write its results."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from meobench.cases import Case, CaseGroup, expand
+from meobench.cli.common import (
+    EXIT_FAILED_CASES,
+    EXIT_INTERRUPTED,
+    app,
+    check_device,
+    console,
+    error_console,
+    reports_errors,
+)
+from meobench.environment import collect_environment
+from meobench.report import results_frame, results_table, status_counts
+from meobench.results import CaseResult
+from meobench.rundir import RunDirectory, default_run_dir
+from meobench.runner import Runner, fill_speedups, skip_reason
+from meobench.scenario import Scenario, dump_scenario, load_scenario
+
+
+@app.command()
+@reports_errors
+def run(
+    scenario: Path = typer.Argument(..., help="Scenario YAML file, for example scenarios/scaling.yaml."),
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Run directory for results.csv, results.json and results.jsonl. "
+        "Default: reports/<scenario name>/<UTC timestamp>/.",
+    ),
+    device: Optional[str] = typer.Option(
+        None,
+        "--device",
+        "-d",
+        help="Run every case on this device (auto, cpu, cuda, cuda:N or mps) instead of the scenario's device list.",
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="List the cases and their count, then stop without measuring."
+    ),
+    allow_failures: bool = typer.Option(
+        False, "--allow-failures", help="Exit with status 0 even when some cases failed or produced NaN."
+    ),
+) -> None:
+    """Run a scenario: build each case's layers, measure them, and write a table, CSV and JSON."""
+    check_device(device)
+    spec = load_scenario(scenario)
+    cases = expand(spec, device)
+    if dry_run:
+        _print_cases(cases, spec)
+        return
+
+    run_dir = RunDirectory(out or default_run_dir(spec.name))
+    environment = collect_environment(sorted({case.group.device for case in cases}))
+    results: list[CaseResult] = []
+    interrupted = _measure_all(Runner(spec), cases, results, run_dir)
+
+    fill_speedups(results)
+    run_dir.write_final(results, dump_scenario(spec), environment, complete=not interrupted)
+    frame = results_frame(results)
+    console.print(results_table(frame, title=f"{spec.name}: {len(results)} of {len(cases)} cases"))
+    counts = ", ".join(f"{count} {status}" for status, count in status_counts(frame).items())
+    console.print(f"[bold]{counts}[/]. Results: {run_dir.csv_path} and {run_dir.json_path}", highlight=False)
+    for _, row in frame[frame["status"].isin(["failed", "nan"])].iterrows():
+        error_console.print(f"[red]{row['status']}:[/] {row['case_id']}: {row['error']}", highlight=False)
+
+    if interrupted:
+        error_console.print(f"Interrupted after {len(results)} of {len(cases)} cases; finished cases are saved.")
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if not allow_failures and frame["status"].isin(["failed", "nan"]).any():
+        raise typer.Exit(EXIT_FAILED_CASES)
+
+
+def _measure_all(runner: Runner, cases: list[Case], results: list[CaseResult], run_dir: RunDirectory) -> bool:
+    """Run the cases with a progress bar; return True when Ctrl-C stopped the sweep."""
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=error_console, transient=False) as progress:
+        task = progress.add_task("starting", total=len(cases))
+
+        def show(case: Case) -> None:
+            progress.update(task, description=case.case_id)
+
+        try:
+            for result in runner.iterate(cases, on_case_start=show):
+                results.append(result)
+                run_dir.append(result)
+                progress.advance(task)
+        except KeyboardInterrupt:
+            # A second Ctrl-C while the files are written would lose them.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            return True
+    return False
+
+
+def _print_cases(cases: list[Case], scenario: Scenario) -> None:
+    """Print the case list with the reason each skipped case will be skipped."""
+    table = Table(title=f"{scenario.name}: {len(cases)} cases (dry run, nothing measured)")
+    table.add_column("#", justify="right")
+    table.add_column("case id")
+    table.add_column("skipped because")
+    reasons: dict[CaseGroup, str | None] = {}
+    for index, case in enumerate(cases, start=1):
+        if case.group not in reasons:
+            reasons[case.group] = skip_reason(case.group, scenario)
+        table.add_row(str(index), case.case_id, reasons[case.group] or "")
+    console.print(table)
+    skipped = sum(1 for case in cases if reasons[case.group])
+    console.print(f"{len(cases)} cases: {len(cases) - skipped} to run, {skipped} to skip.")

@@ -1,0 +1,82 @@
+"""Views of results: a DataFrame, and a rich table rendered from it.
+
+Every view is built from ``results_frame``, so the terminal table and the CSV
+cannot disagree.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import pandas as pd
+from rich.table import Table
+
+from meobench.results import COLUMNS, CaseResult
+
+# (column, header with unit, format) of the terminal table.
+TABLE_COLUMNS = (
+    ("variant", "variant", "{}"),
+    ("strategy", "strategy", "{}"),
+    ("expert_kind", "experts", "{}"),
+    ("num_experts", "n", "{}"),
+    ("top_k", "k", "{}"),
+    ("batch_size", "batch", "{}"),
+    ("seq_len", "seq", "{}"),
+    ("dtype", "dtype", "{}"),
+    ("gflops", "GFLOP", "{:.3g}"),
+    ("latency_ms_median", "median (ms)", "{:.3f}"),
+    ("latency_ms_iqr", "IQR (ms)", "{:.3f}"),
+    ("tokens_per_s", "tokens/s", "{:,.0f}"),
+    ("peak_mem_mib", "peak (MiB)", "{:.3g}"),
+    ("fidelity_rel_err", "rel err", "{:.1e}"),
+    ("speedup_vs_moe", "vs MoE (x)", "{:.2f}"),
+    ("status", "status", "{}"),
+)
+# Row colour by status; any other status (failed, nan) is red.
+STATUS_STYLES = {"ok": None, "skipped": "yellow"}
+# Case parameters that may move from the columns to the caption when they do not vary.
+PARAMETER_COLUMNS = ("strategy", "expert_kind", "num_experts", "top_k", "batch_size", "seq_len", "dtype")
+
+
+def results_frame(results: Iterable[CaseResult]) -> pd.DataFrame:
+    """Build a DataFrame with one row per case and exactly the columns of results.csv."""
+    return pd.DataFrame([result.to_row() for result in results], columns=list(COLUMNS))
+
+
+def results_table(frame: pd.DataFrame, title: str | None = None) -> Table:
+    """A rich table of the main columns, units in the headers.
+
+    Case parameters that are the same in every row move to the caption, so the
+    table stays narrow enough for a terminal.
+    """
+    constant = [
+        column
+        for column in PARAMETER_COLUMNS
+        if column in frame and len(frame) > 1 and frame[column].nunique(dropna=False) == 1
+    ]
+    shown = [spec for spec in TABLE_COLUMNS if spec[0] not in constant]
+    caption = ", ".join(f"{column}={frame[column].iloc[0]}" for column in constant) or None
+    table = Table(title=title, caption=caption, header_style="bold")
+    for column, header, _ in shown:
+        numeric = column in frame and pd.api.types.is_numeric_dtype(frame[column])
+        # "fold" wraps a value that does not fit rather than cutting it to "…".
+        table.add_column(header, justify="right" if numeric else "left", overflow="fold")
+    for _, row in frame.iterrows():
+        cells = [_format(row[column], fmt) for column, _, fmt in shown]
+        table.add_row(*cells, style=STATUS_STYLES.get(row["status"], "red"))
+    return table
+
+
+def _format(value: object, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    try:
+        return fmt.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def status_counts(frame: pd.DataFrame) -> dict[str, int]:
+    """Cases per status, for the closing summary line."""
+    return {str(status): int(count) for status, count in frame["status"].value_counts().items()}

@@ -1,0 +1,93 @@
+"""Result rows: one record per case, with the column names every output shares.
+
+Values are stored in base units (seconds, bytes, FLOPs) in ``CaseResult`` and
+converted to the columns' display units (ms, MiB, GFLOP) only in ``to_row``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from meobench.cases import Case
+from meobench.timing import Measurement
+
+# Column order of results.csv; units are in the names.
+COLUMNS = (
+    "scenario", "case_id", "variant", "strategy", "expert_kind", "num_experts", "top_k", "batch_size",
+    "seq_len", "d_model", "d_ff", "dtype", "device", "mode", "params", "active_params", "gflops",
+    "latency_ms_median", "latency_ms_iqr", "latency_ms_min", "repeats", "tokens_per_s", "peak_mem_mib",
+    "fidelity_rel_err", "speedup_vs_moe", "status", "error",
+    # Beyond the required set:
+    "device_name", "threads", "stop_reason", "peak_mem_method", "warnings",
+)  # fmt: skip
+
+STATUSES = ("ok", "skipped", "failed", "nan")
+
+
+@dataclass
+class CaseResult:
+    """Everything measured for one case."""
+
+    scenario: str
+    case: Case
+    mode: str
+    status: str = "ok"
+    error: str = ""
+    device_name: str = ""
+    threads: int | None = None
+    params: int | None = None
+    active_params: int | None = None
+    flops: int | None = None
+    """FlopCounterMode count for one call, a multiply-add counted as 2."""
+    measurement: Measurement | None = None
+    peak_mem_bytes: int | None = None
+    peak_mem_method: str = ""
+    fidelity_rel_err: float | None = None
+    speedup_vs_moe: float | None = None
+    """Latency of the reference MoE variant divided by this case's latency; filled in after the sweep."""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def tokens(self) -> int:
+        return self.case.group.batch_size * self.case.group.seq_len
+
+    @property
+    def latency_s(self) -> float | None:
+        return self.measurement.median_s if self.measurement else None
+
+    def to_row(self) -> dict[str, Any]:
+        """Flat record with the CSV columns and display units."""
+        m = self.measurement
+        params = self.case.params()
+        row = {
+            "scenario": self.scenario,
+            "case_id": self.case.case_id,
+            **params,
+            "mode": self.mode,
+            "params": self.params,
+            "active_params": self.active_params,
+            "gflops": None if self.flops is None else self.flops / 1e9,
+            "latency_ms_median": m.median_s * 1e3 if m else None,
+            "latency_ms_iqr": m.iqr_s * 1e3 if m else None,
+            "latency_ms_min": m.min_s * 1e3 if m else None,
+            "repeats": m.repeats if m else None,
+            "tokens_per_s": self.tokens / m.median_s if m and m.median_s > 0 else None,
+            "peak_mem_mib": None if self.peak_mem_bytes is None else self.peak_mem_bytes / 2**20,
+            "fidelity_rel_err": self.fidelity_rel_err,
+            "speedup_vs_moe": self.speedup_vs_moe,
+            "status": self.status,
+            "error": self.error,
+            "device_name": self.device_name,
+            "threads": self.threads,
+            "stop_reason": m.stop_reason if m else None,
+            "peak_mem_method": self.peak_mem_method,
+            "warnings": "; ".join(self.warnings),
+        }
+        return {column: row[column] for column in COLUMNS}
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the row plus the raw latency samples in seconds."""
+        record = self.to_row()
+        record["latency_samples_s"] = list(self.measurement.samples_s) if self.measurement else []
+        return record

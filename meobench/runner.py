@@ -1,0 +1,242 @@
+"""Run the cases of a scenario and measure each one.
+
+For each case group the runner builds one LayerSet (shared expert bank, router and
+token attention block) and one input batch, then measures every variant on them:
+output fidelity against the MoE oracle, FLOPs, parameters, peak memory and latency.
+A case that cannot run is recorded as ``skipped`` with the reason. A case that
+raises is recorded as ``failed`` with the error, and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import logging
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import torch
+
+from meobench.cases import Case, CaseGroup
+from meobench.devices import DTYPES, device_name, dtype_unsupported_reason, unavailable_reason
+from meobench.errors import ConfigError
+from meobench.flops import count_flops
+from meobench.layers.variants import LayerSet, reference_variant, variant_spec
+from meobench.memory import measure_peak_memory
+from meobench.results import CaseResult
+from meobench.scenario import Scenario
+from meobench.timing import TimingSettings, measure_latency
+
+logger = logging.getLogger(__name__)
+
+# Strategy whose output every other strategy of a MoE variant is checked against.
+ORACLE_STRATEGY = "dense"
+
+
+@dataclass
+class CaseInputs:
+    """One seeded input batch, shared by all variants of a case group."""
+
+    x: torch.Tensor
+    """Hidden states [B, L, D]."""
+    attention_mask: torch.Tensor
+    """[B, L], 1 for real tokens and 0 for padding."""
+    task_ids: torch.Tensor
+    """[B] task index of each sequence."""
+
+
+def make_inputs(group: CaseGroup, scenario: Scenario, device: str) -> CaseInputs:
+    """Seeded inputs for ``group``; the last ``padding_fraction`` of each sequence is padding."""
+    generator = torch.Generator().manual_seed(scenario.seed + 1)
+    x = torch.randn(group.batch_size, group.seq_len, group.d_model, generator=generator)
+    mask = torch.ones(group.batch_size, group.seq_len, dtype=torch.long)
+    padded = min(int(group.seq_len * scenario.layer.padding_fraction), group.seq_len - 1)
+    if padded:
+        mask[:, group.seq_len - padded :] = 0
+    task_ids = torch.arange(group.batch_size) % scenario.layer.num_tasks
+    return CaseInputs(x.to(device, DTYPES[group.dtype]), mask.to(device), task_ids.to(device))
+
+
+def skip_reason(group: CaseGroup, scenario: Scenario) -> str | None:
+    """Why the cases of ``group`` cannot run here (absent device, unsupported dtype,
+    impossible configuration), or None when they can."""
+    reason = unavailable_reason(group.device) or dtype_unsupported_reason(group.device, group.dtype)
+    if reason is None:
+        try:
+            group.layer_config(scenario)
+        except ConfigError as error:
+            reason = str(error)
+    return reason
+
+
+class Runner:
+    """Measures cases of one scenario, yielding one CaseResult per case as it finishes."""
+
+    def __init__(self, scenario: Scenario):
+        self.scenario = scenario
+        m = scenario.measure
+        self.timing = TimingSettings(m.warmup, m.min_repeats, m.max_repeats, m.max_time_s, m.target_rel_iqr)
+
+    def iterate(
+        self, cases: Iterable[Case], on_case_start: Callable[[Case], None] | None = None
+    ) -> Iterator[CaseResult]:
+        """Run ``cases`` in order; variants of one group share weights and inputs."""
+        for group, group_cases in itertools.groupby(cases, key=lambda case: case.group):
+            yield from self._run_group(group, list(group_cases), on_case_start)
+
+    def _run_group(
+        self, group: CaseGroup, cases: list[Case], on_case_start: Callable[[Case], None] | None
+    ) -> Iterator[CaseResult]:
+        device = group.device
+        reason = skip_reason(group, self.scenario)
+        if reason is not None:
+            for case in cases:
+                if on_case_start:
+                    on_case_start(case)
+                yield self._new_result(case, status="skipped", error=reason)
+            return
+
+        layers = LayerSet(group.layer_config(self.scenario), seed=self.scenario.seed).to(
+            device=device, dtype=DTYPES[group.dtype]
+        )
+        inputs = make_inputs(group, self.scenario, device)
+        references = _References(layers, inputs)
+        try:
+            for case in cases:
+                if on_case_start:
+                    on_case_start(case)
+                yield self._run_case(case, layers, inputs, references)
+        finally:
+            del layers, inputs, references
+            _release_memory(device)
+
+    def _new_result(self, case: Case, **fields: object) -> CaseResult:
+        device = case.group.device
+        return CaseResult(
+            scenario=self.scenario.name,
+            case=case,
+            mode=self.scenario.mode,
+            device_name=device_name(device) if unavailable_reason(device) is None else "",
+            threads=torch.get_num_threads(),
+            **fields,
+        )
+
+    def _run_case(self, case: Case, layers: LayerSet, inputs: CaseInputs, references: _References) -> CaseResult:
+        result = self._new_result(case)
+        try:
+            self._measure(result, layers, inputs, references)
+        except ConfigError as error:
+            result.status, result.error = "skipped", str(error)
+        except Exception as error:  # noqa: BLE001 - one failing case must not end the sweep
+            logger.exception("case %s failed", case.case_id)
+            result.status, result.error = "failed", _one_line(error)
+        return result
+
+    def _measure(self, result: CaseResult, layers: LayerSet, inputs: CaseInputs, references: _References) -> None:
+        case, device = result.case, result.case.group.device
+        module = layers.build(case.variant, case.strategy)
+        counts = layers.count_parameters(case.variant)
+        result.params, result.active_params = counts.total, counts.active
+
+        # Fidelity uses the deterministic eval-mode output (no routing noise).
+        layers.eval()
+        with torch.no_grad():
+            output = _call(module, inputs)
+        if not bool(torch.isfinite(output).all()):
+            result.status, result.error = "nan", "output contains NaN or Inf"
+            return
+        reference = references.output_for(case.variant)
+        if reference is not None:
+            result.fidelity_rel_err = relative_error(output, reference)
+        del output
+
+        step = self._step(module, layers, inputs)
+        result.flops = count_flops(step)
+        peak = measure_peak_memory(step, device)
+        result.peak_mem_bytes, result.peak_mem_method = peak.peak_bytes, peak.method
+        result.measurement = measure_latency(step, device, self.timing)
+        result.warnings.extend(peak.warnings)
+        result.warnings.extend(result.measurement.warnings)
+
+    def _step(self, module: torch.nn.Module, layers: LayerSet, inputs: CaseInputs) -> Callable[[], object]:
+        """Build the timed unit of work: a forward pass, or forward plus backward in train mode."""
+        if self.scenario.mode == "inference":
+            layers.eval()
+
+            def forward() -> object:
+                with torch.no_grad():
+                    return _call(module, inputs)
+
+            return forward
+
+        layers.train()
+
+        def forward_backward() -> object:
+            layers.zero_grad(set_to_none=True)
+            if hasattr(module, "route_and_forward"):
+                output, routing = module.route_and_forward(inputs.x, inputs.attention_mask, inputs.task_ids)
+                aux_loss = routing.aux_loss
+            else:
+                output, aux_loss = _call(module, inputs), 0.0
+            loss = output.float().square().mean() + aux_loss
+            loss.backward()
+            return loss
+
+        return forward_backward
+
+
+class _References:
+    """Lazily computed oracle outputs, one per reference MoE variant of a group."""
+
+    def __init__(self, layers: LayerSet, inputs: CaseInputs):
+        self.layers = layers
+        self.inputs = inputs
+        self.outputs: dict[str, torch.Tensor] = {}
+
+    def output_for(self, variant: str) -> torch.Tensor | None:
+        if variant_spec(variant).family == "dense":
+            return None
+        reference = reference_variant(variant)
+        if reference not in self.outputs:
+            module = self.layers.build(reference, ORACLE_STRATEGY)
+            self.layers.eval()
+            with torch.no_grad():
+                self.outputs[reference] = _call(module, self.inputs)
+        return self.outputs[reference]
+
+
+def _call(module: torch.nn.Module, inputs: CaseInputs) -> torch.Tensor:
+    return module(inputs.x, inputs.attention_mask, inputs.task_ids)
+
+
+def relative_error(output: torch.Tensor, reference: torch.Tensor) -> float:
+    """||output - reference|| / ||reference|| computed in float64."""
+    output, reference = output.double(), reference.double()
+    norm = reference.norm()
+    if norm == 0:
+        return float((output - reference).norm())
+    return float((output - reference).norm() / norm)
+
+
+def fill_speedups(results: list[CaseResult]) -> None:
+    """Set speedup_vs_moe: the fastest strategy of the reference MoE variant in the same group, over this latency."""
+    fastest: dict[tuple[CaseGroup, str], float] = {}
+    for result in results:
+        if result.status == "ok" and result.latency_s:
+            key = (result.case.group, result.case.variant)
+            fastest[key] = min(fastest.get(key, float("inf")), result.latency_s)
+    for result in results:
+        reference = fastest.get((result.case.group, reference_variant(result.case.variant)))
+        if result.status == "ok" and result.latency_s and reference:
+            result.speedup_vs_moe = reference / result.latency_s
+
+
+def _release_memory(device: str) -> None:
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -1,0 +1,16 @@
+import pytest
+import torch
+
+from meobench.layers import LayerConfig, LayerSet
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def make_layers(**overrides) -> LayerSet:
+    """A small LayerSet with fp32 weights; keyword arguments override LayerConfig fields."""
+    fields = dict(num_experts=4, top_k=2, d_model=32, d_ff=48, token_attention_reduction=8)
+    fields.update(overrides)
+    return LayerSet(LayerConfig(**fields), seed=0)

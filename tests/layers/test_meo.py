@@ -1,0 +1,100 @@
+import pytest
+import torch
+
+from meobench.layers import MERGE_STRATEGIES
+from meobench.runner import relative_error
+from tests.conftest import make_layers
+
+
+@pytest.mark.parametrize("merge", sorted(MERGE_STRATEGIES))
+@pytest.mark.parametrize("level", ["sequence", "task"])
+@pytest.mark.parametrize("num_experts, top_k", [(4, 1), (4, 2), (8, 4), (5, 5)])
+def test_meo_equals_moe_for_linear_experts(merge, level, num_experts, top_k):
+    layers = make_layers(num_experts=num_experts, top_k=top_k).eval()
+    x = torch.randn(3, 9, 32)
+    mask = torch.ones(3, 9, dtype=torch.long)
+    mask[0, 6:] = 0
+    task_ids = torch.tensor([0, 2, 1])
+    with torch.no_grad():
+        y = layers.build(f"meo-{level}", merge)(x, mask, task_ids)
+        reference = layers.build(f"moe-{level}", "dense")(x, mask, task_ids)
+    assert y.shape == (3, 9, 48)
+    assert relative_error(y, reference) < 1e-5
+
+
+def test_merge_strategies_agree():
+    layers = make_layers(num_experts=6, top_k=3, expert_kind="ffn").eval()
+    x = torch.randn(2, 5, 32)
+    with torch.no_grad():
+        gather = layers.build("meo-sequence", "gather")(x)
+        gemm = layers.build("meo-sequence", "gemm")(x)
+    torch.testing.assert_close(gather, gemm, rtol=1e-5, atol=1e-6)
+
+
+def test_merged_weight_is_gate_weighted_sum():
+    layers = make_layers(num_experts=4, top_k=2).eval()
+    x = torch.randn(1, 3, 32)
+    routing = layers.router(x, "sequence")
+    from meobench.layers.meo import merge_gemm
+
+    merged_weight, merged_bias = merge_gemm(layers.bank.linears[0], routing)
+    (i, j), (g_i, g_j) = routing.indices[0].tolist(), routing.weights[0]
+    weight = layers.bank.linears[0].weight
+    torch.testing.assert_close(merged_weight[0], g_i * weight[i] + g_j * weight[j])
+    bias = layers.bank.linears[0].bias
+    torch.testing.assert_close(merged_bias[0], g_i * bias[i] + g_j * bias[j])
+
+
+def test_ffn_meo_is_an_approximation():
+    # Merging W1 and W2 separately around a non-linearity differs from MoE when k > 1.
+    layers = make_layers(num_experts=4, top_k=2, expert_kind="ffn").eval()
+    x = torch.randn(2, 5, 32)
+    with torch.no_grad():
+        y = layers.build("meo-sequence")(x)
+        reference = layers.build("moe-sequence", "dense")(x)
+    assert relative_error(y, reference) > 1e-3
+
+
+def test_token_meo_with_zero_up_equals_sequence_meo():
+    layers = make_layers(num_experts=4, top_k=2).eval()
+    assert torch.count_nonzero(layers.token_attention.up.weight) == 0  # reference init
+    x = torch.randn(2, 6, 32)
+    with torch.no_grad():
+        token = layers.build("meo-token")(x)
+        sequence = layers.build("meo-sequence")(x)
+    torch.testing.assert_close(token, sequence)
+
+
+def test_token_meo_with_nonzero_up_differs():
+    layers = make_layers(num_experts=4, top_k=2).eval()
+    with torch.no_grad():
+        layers.token_attention.up.weight.normal_()
+    x = torch.randn(2, 6, 32)
+    with torch.no_grad():
+        token = layers.build("meo-token")(x)
+        sequence = layers.build("meo-sequence")(x)
+    assert relative_error(token, sequence) > 1e-3
+
+
+def test_token_attention_bottleneck_width():
+    layers = make_layers(d_model=32, token_attention_reduction=8)
+    assert layers.token_attention.down.weight.shape == (4, 32)  # 32 / 8 = 4
+    assert layers.token_attention.up.weight.shape == (32, 4)
+
+
+@pytest.mark.parametrize("variant", ["moe-token", "moe-sequence", "meo-sequence", "meo-token", "meo-task"])
+def test_gradients_reach_every_trained_part(variant):
+    layers = make_layers(num_experts=4, top_k=2).train()
+    with torch.no_grad():
+        layers.token_attention.up.weight.normal_(std=0.1)  # non-zero, so W_down gets a gradient too
+    module = layers.build(variant)
+    x = torch.randn(2, 5, 32)
+    y, routing = module.route_and_forward(x, task_ids=torch.tensor([0, 1]))
+    (y.square().mean() + routing.aux_loss).backward()
+    assert layers.bank.linears[0].weight.grad is not None
+    assert layers.bank.linears[0].weight.grad.abs().sum() > 0
+    gate_grad = layers.router.w_gate.grad if variant != "meo-task" else layers.router.task_embedding.grad
+    assert gate_grad is not None and gate_grad.abs().sum() > 0
+    if variant == "meo-token":
+        assert layers.token_attention.down.weight.grad.abs().sum() > 0
+        assert layers.token_attention.up.weight.grad.abs().sum() > 0

@@ -1,0 +1,135 @@
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from meobench.cli import app
+from meobench.results import COLUMNS
+
+SMOKE = Path(__file__).resolve().parent.parent / "scenarios" / "smoke.yaml"
+REQUIRED_COLUMNS = [
+    "scenario", "case_id", "variant", "strategy", "expert_kind", "num_experts", "top_k", "batch_size", "seq_len",
+    "d_model", "d_ff", "dtype", "device", "mode", "params", "active_params", "gflops", "latency_ms_median",
+    "latency_ms_iqr", "latency_ms_min", "repeats", "tokens_per_s", "peak_mem_mib", "fidelity_rel_err",
+    "speedup_vs_moe", "status", "error",
+]  # fmt: skip
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    result = runner.invoke(app, ["run", str(SMOKE), "--out", str(out)])
+    return result, out
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_csv_columns(smoke_run):
+    result, out = smoke_run
+    assert result.exit_code == 0, result.output
+    with (out / "results.csv").open() as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    assert reader.fieldnames[: len(REQUIRED_COLUMNS)] == REQUIRED_COLUMNS
+    assert list(reader.fieldnames) == list(COLUMNS)
+    # smoke: 2 top_k x 2 expert kinds = 4 groups of 13 cases
+    # (dense 1, three MoE variants x 2 strategies, three MEO variants x 2 merges).
+    assert len(rows) == 52
+    assert {row["status"] for row in rows} == {"ok"}
+
+
+@pytest.mark.slow
+def test_smoke_run_fidelity_and_json(smoke_run):
+    _, out = smoke_run
+    document = json.loads((out / "results.json").read_text())
+    assert document["schema_version"] == 1
+    assert document["complete"] is True
+    assert document["scenario"]["name"] == "smoke"
+    assert "torch_version" in document["environment"]
+    cases = document["cases"]
+    assert all(len(case["latency_samples_s"]) == case["repeats"] for case in cases)
+    linear_meo = [c for c in cases if c["variant"] in ("meo-sequence", "meo-task") and c["expert_kind"] == "linear"]
+    assert linear_meo and all(c["fidelity_rel_err"] < 1e-5 for c in linear_meo)
+    jsonl = (out / "results.jsonl").read_text().splitlines()
+    assert len(jsonl) == len(cases)
+
+
+@pytest.mark.slow
+def test_smoke_run_prints_table(smoke_run):
+    result, _ = smoke_run
+    assert "median (ms)" in result.output
+    assert "52 ok" in result.output
+
+
+def test_dry_run_lists_cases():
+    result = runner.invoke(app, ["run", str(SMOKE), "--dry-run"])
+    assert result.exit_code == 0
+    assert "52 cases: 52 to run, 0 to skip." in result.output
+
+
+def test_dry_run_shows_skip_reason(tmp_path):
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("name: s\nvariants: [moe-token]\nsweep: {num_experts: [2, 4], top_k: [4], device: cpu}\n")
+    result = runner.invoke(app, ["run", str(scenario), "--dry-run"])
+    assert result.exit_code == 0
+    assert "2 cases: 1 to run, 1 to skip." in result.output
+    assert "top_k=4 is larger than num_experts=2" in result.output
+
+
+def test_bad_scenario_exits_2_without_traceback(tmp_path):
+    scenario = tmp_path / "bad.yaml"
+    scenario.write_text("name: bad\nvariants: [dense]\nsweep:\n  batchsize: [1]\n")
+    result = runner.invoke(app, ["run", str(scenario)])
+    assert result.exit_code == 2
+    assert "sweep.batchsize: unknown key (did you mean 'batch_size'?)" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_validate_reports_case_count():
+    result = runner.invoke(app, ["validate", str(SMOKE)])
+    assert result.exit_code == 0
+    assert "valid scenario 'smoke' with 52 cases" in result.output
+
+
+def test_missing_scenario_exits_2(tmp_path):
+    result = runner.invoke(app, ["validate", str(tmp_path / "missing.yaml")])
+    assert result.exit_code == 2
+    assert "scenario file not found" in result.output
+
+
+def test_invalid_device_option_exits_2():
+    result = runner.invoke(app, ["run", str(SMOKE), "--device", "gpu0", "--dry-run"])
+    assert result.exit_code == 2
+    assert "--device 'gpu0' is not a device" in result.output
+
+
+def test_absent_device_is_skipped(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA, so a CUDA case would run")
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(
+        "name: s\nvariants: [dense]\nsweep: {num_experts: 2, top_k: 1, device: cuda, d_model: 8, d_ff: 8}\n"
+    )
+    result = runner.invoke(app, ["run", str(scenario), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0
+    row = next(csv.DictReader((tmp_path / "out" / "results.csv").open()))
+    assert row["status"] == "skipped"
+    assert "device cuda is not available" in row["error"]
+
+
+def test_list_shows_variants_and_scenarios():
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 0
+    assert "meo-token" in result.output
+    assert "smoke.yaml" in result.output
+
+
+def test_env_shows_torch_version():
+    result = runner.invoke(app, ["env"])
+    assert result.exit_code == 0
+    assert "torch_version" in result.output

@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from meobench.errors import MeobenchError
+from meobench.flops import count_flops
+from tests.conftest import make_layers
+
+B, L, D, F, E = 2, 16, 32, 48, 4  # batch, seq_len, d_model, d_ff, experts
+
+
+def flops_of(variant, strategy=None, top_k=2):
+    layers = make_layers(num_experts=E, top_k=top_k, d_model=D, d_ff=F).eval()
+    module = layers.build(variant, strategy)
+    x = torch.randn(B, L, D)
+    with torch.no_grad():
+        return count_flops(lambda: module(x, task_ids=torch.tensor([0, 1])))
+
+
+def test_dense_flops():
+    # one linear over B*L tokens: 2 * 32 * 32 * 48 = 98,304
+    assert flops_of("dense") == 2 * (B * L) * D * F == 98_304
+
+
+def test_moe_token_loop_flops():
+    # router: 2 * T * D * E = 2 * 32 * 32 * 4 = 8,192
+    # experts: each of T*K token-slots runs one linear: 2 * 32 * 2 * 32 * 48 = 196,608
+    assert flops_of("moe-token", "loop") == 8_192 + 196_608
+
+
+def test_moe_token_dense_oracle_flops():
+    # the oracle runs all E experts on every token: 2 * 32 * 4 * 32 * 48 = 393,216, plus the router 8,192
+    assert flops_of("moe-token", "dense") == 8_192 + 393_216
+
+
+def test_meo_sequence_gemm_flops():
+    # router on B mean vectors: 2 * 2 * 32 * 4 = 512
+    # weight merge [B, E] @ [E, F*D]: 2 * 2 * 4 * 1536 = 24,576; bias merge [B, E] @ [E, F]: 2 * 2 * 4 * 48 = 768
+    # apply one merged linear per sequence: 2 * 32 * 32 * 48 = 98,304
+    assert flops_of("meo-sequence", "gemm") == 512 + 24_576 + 768 + 98_304
+
+
+def test_meo_sequence_gather_flops():
+    # gather merges only the K selected experts: 2 * B * K * F * D = 2 * 2 * 2 * 1536 = 12,288; bias 2 * 2 * 2 * 48 = 384
+    assert flops_of("meo-sequence", "gather") == 512 + 12_288 + 384 + 98_304
+
+
+def test_meo_token_adds_token_attention():
+    # token attention (reduction 8, bottleneck 4): down 2 * 32 * 32 * 4 = 8,192, up the same
+    assert flops_of("meo-token", "gemm") == 8_192 * 2 + 512 + 24_576 + 768 + 98_304
+
+
+def test_counting_twice_gives_the_same_number():
+    assert flops_of("meo-sequence") == flops_of("meo-sequence")
+
+
+def test_inference_mode_is_rejected():
+    with torch.inference_mode(), pytest.raises(MeobenchError, match="inference_mode"):
+        count_flops(lambda: torch.ones(2, 2) @ torch.ones(2, 2))
