@@ -7,6 +7,7 @@ cannot disagree.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Iterable
 
 import pandas as pd
@@ -44,27 +45,55 @@ def results_frame(results: Iterable[CaseResult]) -> pd.DataFrame:
     return pd.DataFrame([result.to_row() for result in results], columns=list(COLUMNS))
 
 
+@dataclass
+class TableView:
+    """The results table as formatted text cells, shared by the terminal, HTML and Markdown renderings."""
+
+    columns: list[str]
+    """Result columns shown, in order."""
+    headers: list[str]
+    """Header of each shown column, with its unit."""
+    numeric: list[bool]
+    """Whether each shown column contains numbers (right-aligned)."""
+    rows: list[list[str]]
+    """Formatted cells, one list per case; ``-`` for a missing value."""
+    statuses: list[str]
+    """Status of each row, for its colour."""
+    caption: str | None
+    """Parameters that are the same in every row, as ``name=value`` pairs; None when none is."""
+
+
+def table_view(frame: pd.DataFrame) -> TableView:
+    """Format the main columns of ``frame``; parameters that are the same in every row move to the caption."""
+    constant = [
+        column
+        for column in PARAMETER_COLUMNS
+        if column in frame and len(frame) > 1 and frame[column].nunique(dropna=False) == 1
+    ]
+    shown = [spec for spec in TABLE_COLUMNS if spec[0] not in constant and spec[0] in frame]
+    return TableView(
+        columns=[column for column, _, _ in shown],
+        headers=[header for _, header, _ in shown],
+        numeric=[pd.api.types.is_numeric_dtype(frame[column]) for column, _, _ in shown],
+        rows=[[_format(row[column], fmt) for column, _, fmt in shown] for _, row in frame.iterrows()],
+        statuses=[str(status) for status in frame["status"]],
+        caption=", ".join(f"{column}={frame[column].iloc[0]}" for column in constant) or None,
+    )
+
+
 def results_table(frame: pd.DataFrame, title: str | None = None) -> Table:
     """A rich table of the main columns, units in the headers.
 
     Case parameters that are the same in every row move to the caption, so the
     table stays narrow enough for a terminal.
     """
-    constant = [
-        column
-        for column in PARAMETER_COLUMNS
-        if column in frame and len(frame) > 1 and frame[column].nunique(dropna=False) == 1
-    ]
-    shown = [spec for spec in TABLE_COLUMNS if spec[0] not in constant]
-    caption = ", ".join(f"{column}={frame[column].iloc[0]}" for column in constant) or None
-    table = Table(title=title, caption=caption, header_style="bold")
-    for column, header, _ in shown:
-        numeric = column in frame and pd.api.types.is_numeric_dtype(frame[column])
+    view = table_view(frame)
+    table = Table(title=title, caption=view.caption, header_style="bold")
+    for header, numeric in zip(view.headers, view.numeric):
         # "fold" wraps a value that does not fit rather than cutting it to "…".
         table.add_column(header, justify="right" if numeric else "left", overflow="fold")
-    for _, row in frame.iterrows():
-        cells = [_format(row[column], fmt) for column, _, fmt in shown]
-        table.add_row(*cells, style=STATUS_STYLES.get(row["status"], "red"))
+    for cells, status in zip(view.rows, view.statuses):
+        table.add_row(*cells, style=STATUS_STYLES.get(status, "red"))
     return table
 
 

@@ -22,7 +22,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke")
-    result = runner.invoke(app, ["run", str(SMOKE), "--out", str(out)])
+    result = runner.invoke(app, ["run", str(SMOKE), "--out", str(out), "--report"])
     return result, out
 
 
@@ -62,6 +62,18 @@ def test_smoke_run_prints_table(smoke_run):
     result, _ = smoke_run
     assert "median (ms)" in result.output
     assert "52 ok" in result.output
+
+
+@pytest.mark.slow
+def test_smoke_run_report(smoke_run):
+    result, out = smoke_run
+    page = (out / "report.html").read_text()
+    # smoke sweeps top_k (1, 2) but a single batch size, so it gets the top-k plots and no batch plot.
+    assert page.count('<img src="data:image/png;base64,') == 2
+    assert 'alt="Latency against top-k"' in page
+    assert "Peak memory against batch size: the run measured a single batch_size (2)" in page
+    assert (out / "plots" / "gflops_vs_top_k.png").is_file()
+    assert "Left out 'Latency per device'" in result.output
 
 
 def test_dry_run_lists_cases():

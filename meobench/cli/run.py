@@ -20,8 +20,10 @@ from meobench.cli.common import (
     error_console,
     reports_errors,
 )
+from meobench.cli.report import print_report_files
 from meobench.environment import collect_environment
 from meobench.report import results_frame, results_table, status_counts
+from meobench.report_pages import write_reports
 from meobench.results import CaseResult
 from meobench.rundir import RunDirectory, default_run_dir
 from meobench.runner import Runner, fill_speedups, skip_reason
@@ -51,6 +53,9 @@ def run(
     allow_failures: bool = typer.Option(
         False, "--allow-failures", help="Exit with status 0 even when some cases failed or produced NaN."
     ),
+    report: bool = typer.Option(
+        False, "--report", help="Also write report.html, report.md and plots/ in the run directory (see `report`)."
+    ),
 ) -> None:
     """Run a scenario: build each case's layers, measure them, and write a table, CSV and JSON."""
     check_device(device)
@@ -73,6 +78,8 @@ def run(
     console.print(f"[bold]{counts}[/]. Results: {run_dir.csv_path} and {run_dir.json_path}", highlight=False)
     for _, row in frame[frame["status"].isin(["failed", "nan"])].iterrows():
         error_console.print(f"[red]{row['status']}:[/] {row['case_id']}: {row['error']}", highlight=False)
+    if report and results:
+        print_report_files(write_reports(run_dir.path))
 
     if interrupted:
         error_console.print(f"Interrupted after {len(results)} of {len(cases)} cases; finished cases are saved.")
