@@ -13,15 +13,16 @@ no GUI backend or global figure state is involved; saving renders with Agg.
 from __future__ import annotations
 
 import io
-import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.axis import Axis
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
@@ -159,9 +160,19 @@ def line_label(variant: str, strategy: str, frame: pd.DataFrame) -> str:
 
 def variant_colour(variant: str) -> str:
     """Pick a fixed colour per variant, the same in every figure."""
+    return f"C{variant_rank(variant) % 10}"
+
+
+def variant_family(variant: str) -> str | None:
+    """``dense``, ``moe`` or ``meo``; None for a variant this meobench version does not know."""
+    spec = VARIANTS.get(variant)
+    return spec.family if spec else None
+
+
+def variant_rank(variant: str) -> int:
+    """Position of a variant in the registry, so tables and legends list variants in one order."""
     names = list(VARIANTS)
-    index = names.index(variant) if variant in names else len(names)
-    return f"C{index % 10}"
+    return names.index(variant) if variant in names else len(names)
 
 
 def _require_sweep(frame: pd.DataFrame, x: str) -> None:
@@ -222,8 +233,11 @@ def _grid(frame: pd.DataFrame, parameters: list[str]) -> tuple[dict[tuple, tuple
     return positions, len(row_values), len(column_values)
 
 
-def _set_x_axis(ax: Axes, values: list, x: str) -> None:
-    """Tick every swept value; a geometric sweep (1, 8, 32) gets a base-2 log axis so its points spread evenly."""
+def _set_x_axis(ax: Axes, values: list, x: str) -> str:
+    """Tick every swept value and return the axis label.
+
+    A geometric sweep (1, 8, 32) gets a base-2 log axis so its points spread evenly.
+    """
     label = AXIS_LABELS.get(x, x)
     numeric = all(isinstance(value, (int, float)) and value > 0 for value in values)
     if numeric and len(values) > 2 and max(values) / min(values) >= 8:
@@ -231,7 +245,7 @@ def _set_x_axis(ax: Axes, values: list, x: str) -> None:
         label += ", log scale"
     ax.set_xticks(values, [str(value) for value in values])
     ax.minorticks_off()
-    ax.set_xlabel(label, fontsize=8)
+    return label
 
 
 def facet_figure(
@@ -279,19 +293,32 @@ def facet_figure(
             draw_extra(ax, panel)
         if log_y:
             ax.set_yscale("log")
-            # Plain numbers at 1, 2 and 5 per decade: a short range would otherwise show a single "10^1" label.
-            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-            ax.yaxis.set_minor_formatter(NullFormatter())
+            _label_log_axis(ax.yaxis)
         ax.set_title(_panel_title(key, parameters), fontsize=9)
-        _set_x_axis(ax, x_values, x)
-        ax.set_ylabel(ylabel, fontsize=8)
+        xlabel = _set_x_axis(ax, x_values, x)
         ax.tick_params(labelsize=8)
         ax.grid(True, alpha=0.3)
+
+    # Axis labels on the outer panels only: the lowest panel of each column and the first of each row.
+    for row, column in positions.values():
+        if row + 1 == rows or not axes[row + 1][column].get_visible():
+            axes[row][column].set_xlabel(xlabel, fontsize=8)
+        if column == 0 or not axes[row][column - 1].get_visible():
+            axes[row][column].set_ylabel(ylabel, fontsize=8)
 
     _figure_legend(figure, [ax for ax in axes.flat if ax.get_visible()])
     figure.suptitle(f"{title}\n{caption}", fontsize=11)
     return figure
+
+
+def _label_log_axis(axis: Axis) -> None:
+    """Label a log axis with plain numbers at 1, 2 and 5 per decade.
+
+    Matplotlib's default labels only powers of ten, so a range within one decade would show one label or none.
+    """
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _figure_legend(figure: Figure, axes) -> None:
@@ -346,7 +373,7 @@ def predicted_speedup(frame: pd.DataFrame) -> pd.Series:
     strategy with the fewest analytic FLOPs in the same case group.
     """
     group_columns = [column for column in PANEL_PARAMETERS if column in frame]
-    moe = frame[frame["variant"].map(lambda name: VARIANTS.get(name) is not None and VARIANTS[name].family == "moe")]
+    moe = frame[frame["variant"].map(variant_family) == "moe"]
     fewest = moe.groupby(group_columns + ["variant"], dropna=False)[ANALYTIC_GFLOPS].min()
     predicted = []
     for _, row in frame.iterrows():
@@ -361,7 +388,7 @@ def plot_speedup(run: SavedRun, x: str) -> Plot:
     """Draw the speedup of each MEO variant over its MoE reference against ``x`` (seq_len or batch_size)."""
     plot = Plot(f"speedup_vs_{x}")
     frame = measured_rows(run.frame)
-    frame = frame[frame["variant"].map(lambda name: VARIANTS.get(name) is not None and VARIANTS[name].family == "meo")]
+    frame = frame[frame["variant"].map(variant_family) == "meo"]
     if frame.empty:
         raise PlotNotApplicable("the run measured no MEO variant")
     _require_sweep(frame, x)
@@ -405,10 +432,10 @@ def plot_memory_vs_batch(run: SavedRun) -> Plot:
 
 
 def plot_roofline(run: SavedRun) -> Plot:
-    """Draw achieved TFLOP/s against arithmetic intensity, with each device's measured compute ceiling.
+    """Draw achieved TFLOP/s against arithmetic intensity, one panel per device, under its measured ceiling.
 
     The compute ceiling is recovered from the calibration columns as
-    achieved_tflops / (pct_of_peak / 100); the memory roof needs a bandwidth column.
+    achieved_tflops / (pct_of_peak / 100). The memory roof needs a bandwidth column.
     """
     plot = Plot("roofline")
     frame = measured_rows(run.frame)
@@ -416,44 +443,52 @@ def plot_roofline(run: SavedRun) -> Plot:
         if column not in frame or frame[column].notna().sum() == 0:
             raise PlotNotApplicable(f"the run has no {column} values (they come from device calibration)")
     frame = frame[frame[ACHIEVED_TFLOPS].notna() & frame[ARITHMETIC_INTENSITY].notna()]
-
-    figure = Figure(figsize=(9, 5.5), layout="constrained")
-    ax = figure.subplots()
-    strategies = sorted(frame["strategy"].dropna().unique())
-    for (variant, strategy), points in frame.groupby(["variant", "strategy"], sort=False):
-        ax.scatter(points[ARITHMETIC_INTENSITY], points[ACHIEVED_TFLOPS], color=variant_colour(variant), s=18,
-                   marker=STRATEGY_MARKERS[strategies.index(strategy) % len(STRATEGY_MARKERS)],
-                   label=line_label(variant, strategy, frame))  # fmt: skip
-
-    low, high = frame[ARITHMETIC_INTENSITY].min() / 2, frame[ARITHMETIC_INTENSITY].max() * 2
-    for (device, rows), style in zip(frame.groupby("device"), itertools.cycle(["-", "-.", ":"])):
-        valid = rows[rows[PCT_OF_PEAK] > 0]
-        peak_tflops = (valid[ACHIEVED_TFLOPS] / (valid[PCT_OF_PEAK] / 100)).median()
-        intensity = [low, high]
-        ceiling = [peak_tflops, peak_tflops]
-        if BANDWIDTH_GB_S in rows and rows[BANDWIDTH_GB_S].notna().any():
-            bandwidth_tb_s = rows[BANDWIDTH_GB_S].median() / 1000
-            ridge = peak_tflops / bandwidth_tb_s
-            intensity = [low, ridge, high]
-            ceiling = [bandwidth_tb_s * low, peak_tflops, peak_tflops]
-        ax.plot(intensity, ceiling, color="black", linestyle=style, linewidth=1,
-                label=f"{device} ceiling, {peak_tflops:.3g} TFLOP/s")  # fmt: skip
     if BANDWIDTH_GB_S not in frame:
         plot.notes.append(f"No memory roof: the run has no {BANDWIDTH_GB_S} column.")
 
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("arithmetic intensity (FLOP/byte, log scale)")
-    ax.set_ylabel("achieved TFLOP/s (log scale)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    devices = sorted(frame["device"].unique())
+    figure = Figure(figsize=(6.5 * len(devices) + 2, 5), layout="constrained")
+    axes = figure.subplots(1, len(devices), squeeze=False)[0]
+    strategies = sorted(frame["strategy"].dropna().unique())
+    # Intensities that the ceiling lines span: a decade around the measured points.
+    intensity = np.geomspace(frame[ARITHMETIC_INTENSITY].min() / 3, frame[ARITHMETIC_INTENSITY].max() * 3, 200)
+    for ax, device in zip(axes, devices):
+        rows = frame[frame["device"] == device]
+        for (variant, strategy), points in rows.groupby(["variant", "strategy"], sort=False):
+            ax.scatter(points[ARITHMETIC_INTENSITY], points[ACHIEVED_TFLOPS], color=variant_colour(variant), s=18,
+                       marker=STRATEGY_MARKERS[strategies.index(strategy) % len(STRATEGY_MARKERS)],
+                       label=line_label(variant, strategy, frame))  # fmt: skip
+
+        valid = rows[rows[PCT_OF_PEAK] > 0]
+        peak_tflops = (valid[ACHIEVED_TFLOPS] / (valid[PCT_OF_PEAK] / 100)).median()
+        ceiling = np.full_like(intensity, peak_tflops)
+        if BANDWIDTH_GB_S in rows and rows[BANDWIDTH_GB_S].notna().any():
+            # GB/s times FLOP/byte is GFLOP/s; divide by 1000 for TFLOP/s.
+            ceiling = np.minimum(ceiling, rows[BANDWIDTH_GB_S].median() * intensity / 1000)
+        ax.plot(intensity, ceiling, color="black", linewidth=1, label="measured ceiling")
+        ax.set_title(f"{device} ({', '.join(map(str, rows['device_name'].dropna().unique()))}): "
+                     f"peak {peak_tflops:.3g} TFLOP/s", fontsize=9)  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        _label_log_axis(ax.xaxis)
+        _label_log_axis(ax.yaxis)
+        ax.set_xlabel("arithmetic intensity (FLOP/byte, log scale)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("achieved TFLOP/s (log scale)")
+
+    _figure_legend(figure, axes)
     figure.suptitle(f"{plot.title}\n{run.caption}", fontsize=11)
     plot.figure = figure
     return plot
 
 
 def plot_device_bars(run: SavedRun) -> Plot:
-    """Draw horizontal bars of median latency, one bar per device, one row per case group."""
+    """Draw horizontal bars of median latency, one bar per device, one row per case group.
+
+    A sweep with more than MAX_BAR_GROUPS case groups gets one row per variant
+    instead: the geometric mean latency over the case groups that every device
+    measured, so each device's bar summarises the same cases.
+    """
     plot = Plot("latency_by_device")
     frame = measured_rows(run.frame)
     names = frame["device_name"].nunique() if "device_name" in frame else 0
@@ -464,27 +499,49 @@ def plot_device_bars(run: SavedRun) -> Plot:
     parameters = varying_parameters(frame, exclude=("device",))
     group_columns = ["variant", "strategy", *parameters]
     table = frame.pivot_table(index=group_columns, columns=device_column, values="latency_ms_median", aggfunc="median")
+    table = table.loc[sorted(table.index, key=lambda key: (variant_rank(key[0]), *key[1:]))]
+    labels = [_bar_label(key, group_columns, parameters) for key in table.index]
+    xlabel = "median latency (ms, log scale)"
     if len(table) > MAX_BAR_GROUPS:
-        raise PlotNotApplicable(f"{len(table)} case groups are more than {MAX_BAR_GROUPS} readable bars")
+        group_count = len(table)
+        common = table.dropna()
+        if common.empty:
+            raise PlotNotApplicable("no case group was measured on every device")
+        table = np.exp(np.log(common).groupby(level=["variant", "strategy"]).mean())
+        table = table.loc[sorted(table.index, key=lambda key: (variant_rank(key[0]), key[1]))]
+        labels = [line_label(variant, strategy, frame) for variant, strategy in table.index]
+        xlabel = "geometric mean of median latency (ms, log scale)"
+        plot.notes.append(
+            f"The run has {group_count} case groups, more than {MAX_BAR_GROUPS} bars "
+            f"can show, so each bar is the geometric mean over the {len(common)} groups every device measured."
+        )
 
-    labels = [" · ".join(f"{PARAMETER_LABELS.get(c, c)}={v}" if c in parameters else str(v)
-                         for c, v in zip(group_columns, key)) for key in table.index]  # fmt: skip
     devices = list(table.columns)
     height = 0.8 / len(devices)
-    figure = Figure(figsize=(10, 1.2 + 0.22 * len(labels) * len(devices)), layout="constrained")
+    figure = Figure(figsize=(10, 1.4 + 0.22 * len(labels) * len(devices)), layout="constrained")
     ax = figure.subplots()
     for index, device in enumerate(devices):
         positions = [row + index * height for row in range(len(labels))]
         ax.barh(positions, table[device], height=height, label=str(device), color=f"C{index}")
+    # Each row's tick sits at the middle of its group of bars.
     ax.set_yticks([row + 0.4 - height / 2 for row in range(len(labels))], labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xscale("log")
-    ax.set_xlabel("median latency (ms, log scale)")
+    _label_log_axis(ax.xaxis)
+    ax.set_xlabel(xlabel)
     ax.grid(True, axis="x", which="both", alpha=0.3)
-    ax.legend(title="device", fontsize=8)
+    ax.legend(title="device", fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     figure.suptitle(f"{plot.title}\n{run.caption}", fontsize=11)
     plot.figure = figure
     return plot
+
+
+def _bar_label(key: tuple, group_columns: list[str], parameters: list[str]) -> str:
+    """Join a case group's variant, strategy and swept values into one tick label."""
+    parts = []
+    for column, value in zip(group_columns, key):
+        parts.append(f"{PARAMETER_LABELS.get(column, column)}={value}" if column in parameters else str(value))
+    return " · ".join(parts)
 
 
 # Builder of each figure by its file stem; each raises PlotNotApplicable when the run cannot support it.

@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from meobench.plots import Plot, build_plots, save_plots
+from meobench.plots import (
+    Plot,
+    build_plots,
+    measured_rows,
+    save_plots,
+    variant_family,
+    variant_rank,
+    varying_parameters,
+)
 from meobench.report import status_counts, table_view
 from meobench.saved_run import SavedRun, load_run
 
@@ -55,6 +63,32 @@ def not_measured(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.loc[frame["status"] != "ok", ["case_id", "status", "error"]]
 
 
+def speedup_summary(frame: pd.DataFrame) -> tuple[pd.DataFrame, str] | None:
+    """Tabulate the median speedup over MoE per variant, by top-k when the run swept it.
+
+    Returns the table, one row per variant and strategy, and a sentence naming what
+    each median is taken over; None when no measured case has a speedup.
+    """
+    measured = measured_rows(frame)
+    measured = measured[measured["speedup_vs_moe"].notna()]
+    # An MoE variant run with one strategy is its own reference, so its row would read 1.00 throughout.
+    strategies = measured.groupby("variant")["strategy"].transform("nunique")
+    measured = measured[(measured["variant"].map(variant_family) != "moe") | (strategies > 1)]
+    if measured.empty:
+        return None
+    others = [name for name in varying_parameters(measured) if name != "top_k"]
+    over = f", taken across {' and '.join(others)}" if others else ""
+    if "top_k" in varying_parameters(measured):
+        table = measured.pivot_table(index=["variant", "strategy"], columns="top_k", values="speedup_vs_moe",
+                                     aggfunc="median")  # fmt: skip
+        table.columns = [f"k={k}" for k in table.columns]
+    else:
+        table = measured.groupby(["variant", "strategy"])[["speedup_vs_moe"]].median()
+        table.columns = ["speedup (x)"]
+    table = table.loc[sorted(table.index, key=lambda key: (variant_rank(key[0]), key[1]))]
+    return table, f"Median speedup over the MoE reference (x){over}; above 1 is faster than MoE."
+
+
 def status_line(frame: pd.DataFrame) -> str:
     return ", ".join(f"{count} {status}" for status, count in status_counts(frame).items())
 
@@ -82,6 +116,14 @@ def render_html(run: SavedRun, plots: list[Plot]) -> str:
     if run.complete is False:
         parts.append(" The sweep was interrupted, so some cases are missing.")
     parts.append("</p>")
+
+    summary = speedup_summary(run.frame)
+    if summary is not None:
+        table, sentence = summary
+        parts.append("<h2>Summary</h2>")
+        parts.append(f"<p>{escape(sentence)}</p>")
+        cells = [[variant, strategy, *(_format_ratio(v) for v in row)] for (variant, strategy), row in table.iterrows()]
+        parts.append(_html_table(["variant", "strategy", *table.columns], cells))
 
     parts.append("<h2>Plots</h2>")
     parts.append("<ul>")
@@ -119,6 +161,10 @@ def render_html(run: SavedRun, plots: list[Plot]) -> str:
         parts.append(_html_definitions(_flatten(run.scenario)))
     parts.extend(["</body>", "</html>", ""])
     return "\n".join(parts)
+
+
+def _format_ratio(value: float) -> str:
+    return "-" if pd.isna(value) else f"{value:.2f}"
 
 
 def _html_results_table(frame: pd.DataFrame) -> str:
@@ -163,6 +209,14 @@ def _flatten(values: dict[str, object], prefix: str = "") -> dict[str, object]:
 def render_markdown(run: SavedRun, plots: list[Plot], plot_folder: str = "plots") -> str:
     """Render the report as Markdown: tables, and links to the PNGs in ``plot_folder`` beside report.md."""
     lines = [f"# meobench report: {run.scenario_name}", "", run.caption, "", f"**{status_line(run.frame)}**", ""]
+    summary = speedup_summary(run.frame)
+    if summary is not None:
+        table, sentence = summary
+        lines += ["## Summary", "", sentence, "", _markdown_row(["variant", "strategy", *table.columns])]
+        lines.append("|---|---|" + "---:|" * len(table.columns))
+        for (variant, strategy), row in table.iterrows():
+            lines.append(_markdown_row([variant, strategy, *(_format_ratio(value) for value in row)]))
+        lines.append("")
     lines += ["## Plots", ""]
     for plot in plots:
         if plot.figure is None:

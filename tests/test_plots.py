@@ -36,8 +36,13 @@ def test_latency_plot_panels_and_lines():
     for ax in axes:
         # dense, moe-sequence, meo-sequence; the failed gather case draws nothing.
         assert len(ax.get_lines()) == 3
-        assert ax.get_xlabel().startswith("top-k (experts per token)")
-        assert ax.get_ylabel() == "median latency (ms)"
+    # Labels on the outer panels: the bottom row (n=8) and the first column (batch=1).
+    for title in ("n=8 · batch=1", "n=8 · batch=8"):
+        assert panel(plot, title).get_xlabel() == "top-k (experts per token)"
+    for title in ("n=4 · batch=1", "n=8 · batch=1"):
+        assert panel(plot, title).get_ylabel() == "median latency (ms)"
+    assert panel(plot, "n=4 · batch=8").get_xlabel() == ""
+    assert panel(plot, "n=4 · batch=8").get_ylabel() == ""
 
 
 def test_latency_plot_points():
@@ -63,7 +68,7 @@ def test_gflops_plot_log_axis():
     for ax in visible_axes(plot):
         assert ax.get_yscale() == "log"
         assert len(ax.get_lines()) == 3
-        assert "GFLOP" in ax.get_ylabel()
+    assert panel(plot, "n=4 · batch=1").get_ylabel() == "GFLOP per call (log scale)"
     assert any("gflops_analytic" in note for note in plot.notes)
 
 
@@ -86,8 +91,9 @@ def test_speedup_plot_only_meo_lines():
     for ax in axes:
         # meo-sequence and the break-even line at 1x.
         assert [item.get_label() for item in ax.get_lines()] == ["meo-sequence", "break-even (1x)"]
-        assert ax.get_ylabel() == "speedup over MoE (x)"
-        assert ax.get_xlabel().startswith("batch size (sequences)")
+    assert panel(plot, "n=8 · k=1").get_ylabel() == "speedup over MoE (x)"
+    # Two batch sizes (1, 8) are too few for a log axis.
+    assert panel(plot, "n=8 · k=4").get_xlabel() == "batch size (sequences)"
     # speedup = 2k/3; at k = 2: 4/3 for both batch sizes.
     assert list(line(panel(plot, "n=8 · k=2"), "meo-sequence").get_ydata()) == pytest.approx([4 / 3, 4 / 3])
 
@@ -117,7 +123,7 @@ def test_top_k_plot_left_out_for_batch_sweep():
 
 def test_memory_plot_lines():
     plot = plot_memory_vs_batch(synthetic_run())
-    ax = panel(plot, "n=8 · k=4")
+    ax = panel(plot, "n=8 · k=1")
     assert len(ax.get_lines()) == 3
     assert ax.get_ylabel() == "peak memory above inputs (MiB)"
     # meo memory = 3 * b MiB at b = 1 and 8.
@@ -132,6 +138,16 @@ def test_skipped_combination_leaves_empty_panel():
     assert len(plot.figure.axes) == 6
     assert len(visible_axes(plot)) == 5
     assert panel(plot, "n=8 · k=4") is plot.figure.axes[5]
+    assert panel(plot, "n=4 · k=2").get_xlabel() == ""
+    assert panel(plot, "n=8 · k=4").get_xlabel() == "batch size (sequences)"
+
+
+def test_panel_above_empty_cell_gets_x_label():
+    frame = synthetic_frame()
+    frame = frame[~((frame["num_experts"] == 8) & (frame["top_k"] == 4))]
+    plot = plot_speedup(synthetic_run(frame), "batch_size")
+    assert panel(plot, "n=4 · k=4").get_xlabel() == "batch size (sequences)"
+    assert panel(plot, "n=4 · k=2").get_xlabel() == ""
 
 
 def test_roofline_ceiling_from_pct_of_peak():
@@ -143,11 +159,27 @@ def test_roofline_ceiling_from_pct_of_peak():
     ax = plot.figure.axes[0]
     ceilings = ax.get_lines()
     assert len(ceilings) == 1
-    # 0.5 TFLOP/s is 25% of peak, so the ceiling is 0.5 / 0.25 = 2 TFLOP/s.
-    assert list(ceilings[0].get_ydata()) == pytest.approx([2.0, 2.0])
+    # 0.5 TFLOP/s is 25% of peak, so the ceiling is 0.5 / 0.25 = 2 TFLOP/s at every intensity.
+    assert list(ceilings[0].get_ydata()) == pytest.approx([2.0] * len(ceilings[0].get_ydata()))
+    assert ax.get_title() == "cpu (Test CPU): peak 2 TFLOP/s"
     assert len(ax.collections) == 3
     assert ax.get_xlabel() == "arithmetic intensity (FLOP/byte, log scale)"
     assert ax.get_ylabel() == "achieved TFLOP/s (log scale)"
+
+
+def test_roofline_memory_roof_from_bandwidth():
+    frame = synthetic_frame()
+    frame["achieved_tflops"] = 0.5
+    frame["pct_of_peak"] = 25.0
+    frame["arithmetic_intensity"] = frame["top_k"] * 10.0
+    frame["peak_bandwidth_gb_s"] = 100.0
+    plot = plot_roofline(synthetic_run(frame))
+    ceiling = plot.figure.axes[0].get_lines()[0]
+    # 100 GB/s x I FLOP/byte = 0.1 * I TFLOP/s up to the 2 TFLOP/s peak: the ridge is at I = 20.
+    for intensity, tflops in zip(ceiling.get_xdata(), ceiling.get_ydata()):
+        assert tflops == pytest.approx(min(2.0, 0.1 * intensity))
+    assert min(ceiling.get_xdata()) < 20 < max(ceiling.get_xdata())
+    assert not plot.notes
 
 
 def test_roofline_left_out_without_calibration():
@@ -191,3 +223,20 @@ def test_save_plots_writes_valid_images(tmp_path):
         assert image.width > 500
         assert image.height > 300
     assert "<svg" in paths[1].read_text()
+
+
+def test_device_bars_summarise_large_sweep(monkeypatch):
+    monkeypatch.setattr("meobench.plots.MAX_BAR_GROUPS", 10)
+    frame = synthetic_frame()
+    gpu = frame.assign(device="cuda", device_name="Test GPU", latency_ms_median=frame["latency_ms_median"] / 10)
+    plot = plot_device_bars(synthetic_run(pd.concat([frame, gpu], ignore_index=True)))
+    ax = plot.figure.axes[0]
+    # 36 case groups > 10, so one row per variant: 3 variants x 2 devices.
+    assert len(ax.patches) == 6
+    assert [label.get_text() for label in ax.get_yticklabels()] == ["dense", "moe-sequence", "meo-sequence"]
+    # meo-sequence on the CPU: 3*b ms for b = 1 and 8 in each of 6 (n, k) groups; geometric mean sqrt(3 * 24).
+    cpu_bars = ax.containers[0]
+    assert cpu_bars[2].get_width() == pytest.approx((3.0 * 24.0) ** 0.5)
+    assert ax.containers[1][2].get_width() == pytest.approx((3.0 * 24.0) ** 0.5 / 10)
+    assert "36 case groups" in plot.notes[0]
+    assert "the 36 groups every device measured" in plot.notes[0]

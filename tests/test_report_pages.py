@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from meobench.cli import app
 from meobench.errors import MeobenchError
-from meobench.report_pages import write_reports
+from meobench.report_pages import speedup_summary, write_reports
 from meobench.saved_run import load_run
 from tests.chromium import chromium_path, render
 from tests.synthetic_runs import FAILED_ERROR, synthetic_frame, write_run_directory
@@ -94,7 +94,7 @@ def test_html_embeds_every_drawn_plot(reported):
 
 def test_html_results_table_has_every_row(reported):
     _, files = reported
-    results = parse(files.html).tables[0]
+    results = parse(files.html).tables[1]
     header, rows = results[0], results[1:]
     # 36 ok cases, 1 skipped, 1 failed.
     assert len(rows) == 38
@@ -109,7 +109,7 @@ def test_html_results_table_has_every_row(reported):
 def test_html_lists_unmeasured_cases_and_left_out_plots(reported):
     _, files = reported
     text = files.html.read_text()
-    not_measured = parse(files.html).tables[1]
+    not_measured = parse(files.html).tables[2]
     assert not_measured[0] == ["case id", "status", "error"]
     assert ["meo-sequence.gather.n8-k2-b8", "failed", FAILED_ERROR] in not_measured
     assert len(not_measured) == 3
@@ -140,8 +140,8 @@ def test_markdown_links_saved_plots(reported):
         assert f"(plots/{name}.png)" in text
         assert (run_dir / "plots" / f"{name}.png").is_file()
     table_rows = [line for line in text.splitlines() if line.startswith("| ")]
-    # Results: header + 38 cases; not measured: header + 2 cases.
-    assert len(table_rows) == 39 + 3
+    # Summary: header + 1 variant; results: header + 38 cases; not measured: header + 2 cases.
+    assert len(table_rows) == 2 + 39 + 3
     assert "left out, the run measured a single seq_len (16)" in text
 
 
@@ -198,13 +198,14 @@ needs_chromium = pytest.mark.skipif(
 @needs_chromium
 def test_report_renders_in_chromium(reported, tmp_path):
     _, files = reported
-    rendering = render(files.html, tmp_path / "screenshot.png", width=1200, height=1600)
+    rendering = render(files.html, tmp_path / "screenshot.png", width=1200, height=2400)
     assert rendering.console_messages == []
     with Image.open(rendering.screenshot) as screenshot:
-        assert screenshot.size == (1200, 1600)
-        # A blank page has a handful of colours; the heading, text and a plot give thousands.
-        colours = screenshot.convert("RGB").getcolors(maxcolors=1_000_000)
-        assert len(colours) > 1000
+        assert screenshot.size == (1200, 2400)
+        colours = dict((colour, count) for count, colour in screenshot.convert("RGB").getcolors(maxcolors=2**24))
+    # The line colours of dense (matplotlib's C0 blue) and meo-sequence (C4 purple) appear only in a drawn plot.
+    assert colours.get((31, 119, 180), 0) > 100
+    assert colours.get((148, 103, 189), 0) > 100
 
 
 @needs_chromium
@@ -213,3 +214,20 @@ def test_chromium_check_reports_console_messages(tmp_path):
     page.write_text("<!DOCTYPE html><html><body><script>console.error('deliberate error')</script></body></html>")
     rendering = render(page, tmp_path / "broken.png", width=400, height=300)
     assert any("deliberate error" in message for message in rendering.console_messages)
+
+
+def test_speedup_summary_by_top_k():
+    table, sentence = speedup_summary(synthetic_frame())
+    # dense has no speedup in the synthetic frame, and moe-sequence, run with one strategy, is its own reference.
+    # meo-sequence is 2k/3 at every n and b.
+    assert list(table.index) == [("meo-sequence", "gemm")]
+    assert list(table.columns) == ["k=1", "k=2", "k=4"]
+    assert list(table.loc[("meo-sequence", "gemm")]) == pytest.approx([2 / 3, 4 / 3, 8 / 3])
+    assert "taken across num_experts and batch_size" in sentence
+
+
+def test_html_summary_table(reported):
+    _, files = reported
+    summary = parse(files.html).tables[0]
+    assert summary[0] == ["variant", "strategy", "k=1", "k=2", "k=4"]
+    assert summary[1:] == [["meo-sequence", "gemm", "0.67", "1.33", "2.67"]]
