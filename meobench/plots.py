@@ -558,6 +558,8 @@ PLOT_BUILDERS: dict[str, Callable[[SavedRun], Plot]] = {
 
 def build_plots(run: SavedRun) -> list[Plot]:
     """Draw every figure that applies to the run; the others come back with the reason they were left out."""
+    if measured_rows(run.frame).empty:
+        return [Plot(name, reason="no case was measured: every case was skipped or failed") for name in PLOT_KINDS]
     plots = []
     for name in PLOT_KINDS:
         try:

@@ -231,3 +231,15 @@ def test_html_summary_table(reported):
     summary = parse(files.html).tables[0]
     assert summary[0] == ["variant", "strategy", "k=1", "k=2", "k=4"]
     assert summary[1:] == [["meo-sequence", "gemm", "0.67", "1.33", "2.67"]]
+
+
+def test_report_without_measured_cases(tmp_path):
+    frame = synthetic_frame()
+    run_dir = write_run_directory(tmp_path / "run", frame[frame["status"] != "ok"])
+    files = write_reports(run_dir)
+    page = parse(files.html)
+    assert page.images == []
+    assert files.plots == []
+    assert "Latency against top-k: no case was measured: every case was skipped or failed." in files.html.read_text()
+    # The table of cases not measured lists the skipped and the failed case.
+    assert len(page.tables[-1]) == 3
