@@ -106,6 +106,18 @@ def _format(value: object, fmt: str) -> str:
         return str(value)
 
 
+def markdown_table(headers: list[str], rows: Iterable[Iterable[object]]) -> str:
+    """A GitHub-flavoured Markdown table; ``|`` inside a cell is escaped."""
+
+    def cell(value: object) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(header) for header in headers) + " |"]
+    lines.append("| " + " | ".join("---" for _ in headers) + " |")
+    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def status_counts(frame: pd.DataFrame) -> dict[str, int]:
     """Cases per status, for the closing summary line."""
     return {str(status): int(count) for status, count in frame["status"].value_counts().items()}

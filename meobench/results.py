@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from meobench import roofline
 from meobench.cases import Case
 from meobench.timing import Measurement
 
@@ -20,6 +21,8 @@ COLUMNS = (
     "fidelity_rel_err", "speedup_vs_moe", "status", "error",
     # Beyond the required set:
     "device_name", "threads", "stop_reason", "peak_mem_method", "warnings",
+    # Roofline, against the device's calibrated ceilings (empty when it was never calibrated):
+    "achieved_tflops", "pct_of_peak", "arithmetic_intensity_flop_per_byte", "bound",
 )  # fmt: skip
 
 STATUSES = ("ok", "skipped", "failed", "nan")
@@ -47,6 +50,12 @@ class CaseResult:
     speedup_vs_moe: float | None = None
     """Latency of the reference MoE variant divided by this case's latency; filled in after the sweep."""
     warnings: list[str] = field(default_factory=list)
+    peak_tflops: float | None = None
+    """Calibrated matrix-product peak of the device for this dtype, in 10^12 FLOP/s."""
+    ridge_flop_per_byte: float | None = None
+    """Calibrated peak FLOP/s over copy bandwidth: the intensity where compute becomes the bound."""
+    bytes_moved: int | None = None
+    """Bytes the case must move at least once, from the analytic cost model."""
 
     @property
     def tokens(self) -> int:
@@ -60,6 +69,8 @@ class CaseResult:
         """Flat record with the CSV columns and display units."""
         m = self.measurement
         params = self.case.params()
+        achieved = roofline.achieved_tflops(self.flops, self.latency_s)
+        intensity = self.flops / self.bytes_moved if self.flops is not None and self.bytes_moved else None
         row = {
             "scenario": self.scenario,
             "case_id": self.case.case_id,
@@ -83,11 +94,16 @@ class CaseResult:
             "stop_reason": m.stop_reason if m else None,
             "peak_mem_method": self.peak_mem_method,
             "warnings": "; ".join(self.warnings),
+            "achieved_tflops": achieved,
+            "pct_of_peak": roofline.pct_of_peak(achieved, self.peak_tflops),
+            "arithmetic_intensity_flop_per_byte": intensity,
+            "bound": roofline.bound(intensity, self.ridge_flop_per_byte),
         }
         return {column: row[column] for column in COLUMNS}
 
     def to_json(self) -> dict[str, Any]:
-        """Return the row plus the raw latency samples in seconds."""
+        """Return the row plus the exact FLOP count and the raw latency samples in seconds."""
         record = self.to_row()
+        record["flops"] = self.flops
         record["latency_samples_s"] = list(self.measurement.samples_s) if self.measurement else []
         return record

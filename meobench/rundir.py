@@ -12,8 +12,10 @@ from typing import Any
 from meobench.report import results_frame
 from meobench.results import CaseResult
 
-# Version of the results.json layout; raise it when a field changes meaning.
-SCHEMA_VERSION = 1
+# Version of the results.json layout; raise it when a field changes meaning, and teach
+# meobench.runs to read the old one. Version 2: environment.devices maps each device to
+# a fingerprint dict (version 1: to its name), and each case carries integer ``flops``.
+SCHEMA_VERSION = 2
 
 
 def default_run_dir(scenario_name: str, root: Path = Path("reports")) -> Path:

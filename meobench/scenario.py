@@ -110,6 +110,44 @@ class MeasureOptions(_Strict):
         return self
 
 
+# Metrics a gate can hold to a maximum regression.
+GATED_METRICS = ("latency",)
+
+
+def parse_fraction(value: Any) -> float:
+    """Read a relative change written as ``10%`` or ``0.1``; raises ValueError otherwise."""
+    text = str(value).strip()
+    try:
+        fraction = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a fraction; write it as a percentage such as 10% or as 0.1") from None
+    if not 0 <= fraction < 10:
+        raise ValueError(f"{value!r} is out of range; use a value from 0% to below 1000%")
+    return fraction
+
+
+class GateOptions(_Strict):
+    """Thresholds ``meobench gate`` applies to this scenario's runs; command-line options override them."""
+
+    max_regression: dict[Literal["latency"], float] = Field(
+        default={"latency": 0.10},
+        description="Largest tolerated slowdown per metric, as a fraction or percentage of the baseline median.",
+    )
+    latency_floor_ms: float = Field(
+        default=0.05, ge=0, description="Latency changes smaller than this, in ms, never count as regressions."
+    )
+    alpha: float = Field(
+        default=0.05, gt=0, lt=1, description="Significance level of the Mann-Whitney U test on raw samples."
+    )
+
+    @field_validator("max_regression", mode="before")
+    @classmethod
+    def _fractions(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {metric: parse_fraction(fraction) for metric, fraction in value.items()}
+        return value
+
+
 class Scenario(_Strict):
     """A declarative benchmark: variants, a sweep, a mode and measurement settings."""
 
@@ -121,6 +159,7 @@ class Scenario(_Strict):
     sweep: Sweep = Sweep()
     layer: LayerOptions = LayerOptions()
     measure: MeasureOptions = MeasureOptions()
+    gates: GateOptions = GateOptions()
 
     @field_validator("name")
     @classmethod

@@ -75,6 +75,11 @@ class Measurement:
         return self.iqr_s / self.median_s if self.median_s > 0 else 0.0
 
 
+def timer_name(device: str) -> str:
+    """The clock that times calls on ``device``, as recorded with a run."""
+    return "cuda_events" if device.startswith("cuda") else "time.perf_counter"
+
+
 def measure_latency(function: Callable[[], object], device: str, settings: TimingSettings) -> Measurement:
     """Time ``function`` on ``device`` under ``settings``."""
     for _ in range(settings.warmup):

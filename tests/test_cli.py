@@ -45,7 +45,7 @@ def test_smoke_run_writes_csv_columns(smoke_run):
 def test_smoke_run_fidelity_and_json(smoke_run):
     _, out = smoke_run
     document = json.loads((out / "results.json").read_text())
-    assert document["schema_version"] == 1
+    assert document["schema_version"] == 2
     assert document["complete"] is True
     assert document["scenario"]["name"] == "smoke"
     assert "torch_version" in document["environment"]

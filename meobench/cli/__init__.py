@@ -8,6 +8,8 @@ order below is the order ``meobench --help`` lists them in.
 from meobench.cli import run  # noqa: F401
 from meobench.cli import report  # noqa: F401
 from meobench.cli import inspect  # noqa: F401
+from meobench.cli import compare  # noqa: F401
+from meobench.cli import calibrate  # noqa: F401
 
 # isort: on
 from meobench.cli.common import app

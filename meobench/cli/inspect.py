@@ -11,6 +11,7 @@ from rich.table import Table
 import meobench
 from meobench.cases import expand
 from meobench.cli.common import app, console, reports_errors
+from meobench.devices import resolve_device
 from meobench.environment import collect_environment
 from meobench.errors import MeobenchError
 from meobench.layers import MERGE_STRATEGIES, MOE_STRATEGIES, VARIANTS
@@ -76,6 +77,6 @@ def env() -> None:
     table = Table(title="Environment", show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value")
-    for key, value in collect_environment().items():
+    for key, value in collect_environment([resolve_device("auto")]).items():
         table.add_row(key, str(value))
     console.print(table)

@@ -6,10 +6,12 @@ import signal
 from pathlib import Path
 from typing import Optional
 
+import pandas as pd
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from meobench.calibrate import calibrations_for
 from meobench.cases import Case, CaseGroup, expand
 from meobench.cli.common import (
     EXIT_FAILED_CASES,
@@ -25,9 +27,11 @@ from meobench.environment import collect_environment
 from meobench.report import results_frame, results_table, status_counts
 from meobench.report_pages import write_reports
 from meobench.results import CaseResult
+from meobench.roofline import fill_roofline
 from meobench.rundir import RunDirectory, default_run_dir
 from meobench.runner import Runner, fill_speedups, skip_reason
 from meobench.scenario import Scenario, dump_scenario, load_scenario
+from meobench.timing import timer_name
 
 
 @app.command()
@@ -64,13 +68,31 @@ def run(
     if dry_run:
         _print_cases(cases, spec)
         return
-
     run_dir = RunDirectory(out or default_run_dir(spec.name))
-    environment = collect_environment(sorted({case.group.device for case in cases}))
+    frame, interrupted = run_and_report(scenario, spec, cases, run_dir, report=report)
+    if interrupted:
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if not allow_failures and frame["status"].isin(["failed", "nan"]).any():
+        raise typer.Exit(EXIT_FAILED_CASES)
+
+
+def run_and_report(
+    scenario_path: Path, spec: Scenario, cases: list[Case], run_dir: RunDirectory, report: bool = False
+) -> tuple[pd.DataFrame, bool]:
+    """Measure ``cases``, write the run directory and print the table; return the rows and whether Ctrl-C stopped it.
+
+    ``report`` also writes report.html, report.md and plots/ in the run directory.
+    """
+    devices = sorted({case.group.device for case in cases})
+    timing = {**spec.measure.model_dump(), "timer": {device: timer_name(device) for device in devices}}
+    environment = collect_environment(devices, scenario_path=scenario_path, timing=timing)
     results: list[CaseResult] = []
     interrupted = _measure_all(Runner(spec), cases, results, run_dir)
 
     fill_speedups(results)
+    calibrations = calibrations_for(devices)
+    fill_roofline(results, calibrations)
+    environment["calibration"] = {device: calibration.to_json() for device, calibration in calibrations.items()}
     run_dir.write_final(results, dump_scenario(spec), environment, complete=not interrupted)
     frame = results_frame(results)
     console.print(results_table(frame, title=f"{spec.name}: {len(results)} of {len(cases)} cases"))
@@ -80,12 +102,9 @@ def run(
         error_console.print(f"[red]{row['status']}:[/] {row['case_id']}: {row['error']}", highlight=False)
     if report and results:
         print_report_files(write_reports(run_dir.path))
-
     if interrupted:
         error_console.print(f"Interrupted after {len(results)} of {len(cases)} cases; finished cases are saved.")
-        raise typer.Exit(EXIT_INTERRUPTED)
-    if not allow_failures and frame["status"].isin(["failed", "nan"]).any():
-        raise typer.Exit(EXIT_FAILED_CASES)
+    return frame, interrupted
 
 
 def _measure_all(runner: Runner, cases: list[Case], results: list[CaseResult], run_dir: RunDirectory) -> bool:
