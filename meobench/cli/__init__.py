@@ -10,6 +10,7 @@ from meobench.cli import report  # noqa: F401
 from meobench.cli import inspect  # noqa: F401
 from meobench.cli import compare  # noqa: F401
 from meobench.cli import calibrate  # noqa: F401
+from meobench.cli import export  # noqa: F401
 
 # isort: on
 from meobench.cli.common import app
