@@ -21,6 +21,7 @@ import torch
 from meobench.devices import DTYPES, dtype_unsupported_reason, unavailable_reason
 from meobench.environment import device_fingerprint, device_identity, fingerprint_digest
 from meobench.errors import MeobenchError
+from meobench.roofline import ridge_flop_per_byte
 from meobench.timing import TimingSettings, measure_latency
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class Calibration:
     @property
     def ridge_flop_per_byte(self) -> dict[str, float]:
         """Arithmetic intensity where the roofline turns from memory- to compute-bound, per dtype."""
-        return {dtype: tflops * 1e3 / self.copy_gb_per_s for dtype, tflops in self.matmul_tflops.items()}
+        return {dtype: ridge_flop_per_byte(tflops, self.copy_gb_per_s) for dtype, tflops in self.matmul_tflops.items()}
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -57,7 +57,7 @@ ANALYTIC_GFLOPS = "gflops_analytic"
 ARITHMETIC_INTENSITY = "arithmetic_intensity"
 ACHIEVED_TFLOPS = "achieved_tflops"
 PCT_OF_PEAK = "pct_of_peak"
-# NOTE: no run writes a bandwidth column yet; the roofline draws the memory roof only when one exists.
+# Calibrated copy bandwidth (meobench calibrate); the roofline draws the memory roof only when a run has it.
 BANDWIDTH_GB_S = "peak_bandwidth_gb_s"
 
 

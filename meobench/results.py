@@ -22,7 +22,7 @@ COLUMNS = (
     # Beyond the required set:
     "device_name", "threads", "stop_reason", "peak_mem_method", "warnings",
     # Roofline, against the device's calibrated ceilings (empty when it was never calibrated):
-    "achieved_tflops", "pct_of_peak", "arithmetic_intensity_flop_per_byte", "bound",
+    "achieved_tflops", "pct_of_peak", "peak_bandwidth_gb_s", "bound",
 )  # fmt: skip
 
 STATUSES = ("ok", "skipped", "failed", "nan")
@@ -52,10 +52,8 @@ class CaseResult:
     warnings: list[str] = field(default_factory=list)
     peak_tflops: float | None = None
     """Calibrated matrix-product peak of the device for this dtype, in 10^12 FLOP/s."""
-    ridge_flop_per_byte: float | None = None
-    """Calibrated peak FLOP/s over copy bandwidth: the intensity where compute becomes the bound."""
-    bytes_moved: int | None = None
-    """Bytes the case must move at least once, from the analytic cost model."""
+    peak_bandwidth_gb_s: float | None = None
+    """Calibrated copy bandwidth of the device, reads plus writes, in 10^9 bytes/s."""
 
     @property
     def tokens(self) -> int:
@@ -70,7 +68,6 @@ class CaseResult:
         m = self.measurement
         params = self.case.params()
         achieved = roofline.achieved_tflops(self.flops, self.latency_s)
-        intensity = self.flops / self.bytes_moved if self.flops is not None and self.bytes_moved else None
         row = {
             "scenario": self.scenario,
             "case_id": self.case.case_id,
@@ -96,9 +93,12 @@ class CaseResult:
             "warnings": "; ".join(self.warnings),
             "achieved_tflops": achieved,
             "pct_of_peak": roofline.pct_of_peak(achieved, self.peak_tflops),
-            "arithmetic_intensity_flop_per_byte": intensity,
-            "bound": roofline.bound(intensity, self.ridge_flop_per_byte),
+            "peak_bandwidth_gb_s": self.peak_bandwidth_gb_s,
         }
+        # NOTE: the arithmetic_intensity column comes from the analytic cost model; rows
+        # without it get an empty bound.
+        ridge = roofline.ridge_flop_per_byte(self.peak_tflops, self.peak_bandwidth_gb_s)
+        row["bound"] = roofline.bound(row.get("arithmetic_intensity"), ridge)
         return {column: row[column] for column in COLUMNS}
 
     def to_json(self) -> dict[str, Any]:

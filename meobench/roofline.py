@@ -28,6 +28,13 @@ def pct_of_peak(achieved: float | None, peak_tflops: float | None) -> float | No
     return 100 * achieved / peak_tflops
 
 
+def ridge_flop_per_byte(peak_tflops: float | None, bandwidth_gb_s: float | None) -> float | None:
+    """Arithmetic intensity where the roofline turns from memory- to compute-bound: peak FLOP/s over bytes/s."""
+    if not peak_tflops or not bandwidth_gb_s:
+        return None
+    return peak_tflops * 1e12 / (bandwidth_gb_s * 1e9)
+
+
 def bound(intensity_flop_per_byte: float | None, ridge_flop_per_byte: float | None) -> str:
     """``compute`` or ``memory``, or empty when the intensity or the ridge point is unknown."""
     if intensity_flop_per_byte is None or ridge_flop_per_byte is None:
@@ -36,19 +43,14 @@ def bound(intensity_flop_per_byte: float | None, ridge_flop_per_byte: float | No
 
 
 def fill_roofline(results: list[CaseResult], calibrations: dict[str, Calibration]) -> None:
-    """Give each measured case its device's peak for its dtype and its ridge point.
-
-    NOTE: arithmetic intensity needs the bytes a case must move, which the analytic
-    cost model provides; until it is available ``bytes_moved`` stays None, so rows
-    get achieved_tflops and pct_of_peak but an empty intensity and bound.
-    """
+    """Give each measured case its device's calibrated peak for its dtype and copy bandwidth."""
     for result in results:
         calibration = calibrations.get(result.case.group.device)
         if calibration is None or result.status != "ok":
             continue
         dtype = result.case.group.dtype
         result.peak_tflops = calibration.matmul_tflops.get(dtype)
-        result.ridge_flop_per_byte = calibration.ridge_flop_per_byte.get(dtype)
+        result.peak_bandwidth_gb_s = calibration.copy_gb_per_s
         share = pct_of_peak(achieved_tflops(result.flops, result.latency_s), result.peak_tflops)
         if share is not None and share > 100:
             result.warnings.append(

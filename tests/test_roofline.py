@@ -6,7 +6,7 @@ from meobench import calibrate
 from meobench.calibrate import Calibration
 from meobench.cases import Case, CaseGroup
 from meobench.results import CaseResult
-from meobench.roofline import achieved_tflops, bound, fill_roofline, pct_of_peak
+from meobench.roofline import achieved_tflops, bound, fill_roofline, pct_of_peak, ridge_flop_per_byte
 from meobench.timing import Measurement
 
 GROUP = CaseGroup(4, 2, 2, 16, 64, 128, "linear", "float32", "cpu")
@@ -31,6 +31,8 @@ def test_achieved_and_pct_of_peak():
 def test_ridge_point_and_bound():
     # 4 TFLOP/s over 100 GB/s: 4e12 / 1e11 = 40 FLOP/byte.
     assert _calibration().ridge_flop_per_byte == {"float32": pytest.approx(40.0)}
+    assert ridge_flop_per_byte(4.0, 100.0) == pytest.approx(40.0)
+    assert ridge_flop_per_byte(4.0, None) is None
     assert bound(39.9, 40.0) == "memory"
     assert bound(40.0, 40.0) == "compute"
     assert bound(None, 40.0) == ""
@@ -44,7 +46,8 @@ def test_fill_roofline_sets_row_columns():
     row = result.to_row()
     assert row["achieved_tflops"] == pytest.approx(0.5)
     assert row["pct_of_peak"] == pytest.approx(12.5)
-    assert row["arithmetic_intensity_flop_per_byte"] is None
+    assert row["peak_bandwidth_gb_s"] == pytest.approx(100.0)
+    assert row["bound"] == ""  # no arithmetic_intensity column yet
     assert result.warnings == []
 
 
