@@ -19,9 +19,10 @@ from meobench.errors import MeobenchError
 def count_flops(function: Callable[[], object]) -> int:
     """FLOPs of one call of ``function``, counted by a fresh FlopCounterMode.
 
-    NOTE: under torch.inference_mode FlopCounterMode intercepts no operators and
-    returns 0. Callers use torch.no_grad for inference, and this function raises
-    inside inference mode rather than report a wrong zero.
+    NOTE: FlopCounterMode has been reported to count 0 under torch.inference_mode;
+    torch 2.13 counts correctly there, but older releases that pyproject.toml allows
+    may not. Callers use torch.no_grad for inference, and this function raises inside
+    inference mode so that a count never depends on the installed release.
     """
     if torch.is_inference_mode_enabled():
         raise MeobenchError(
