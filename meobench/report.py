@@ -15,8 +15,8 @@ from rich.table import Table
 
 from meobench.results import COLUMNS, CaseResult
 
-# (column, header with unit, format) of the terminal table.
-TABLE_COLUMNS = (
+# (column, header with unit, format) of the terminal tables: the case, then what ``run`` measured.
+CASE_COLUMNS = (
     ("variant", "variant", "{}"),
     ("strategy", "strategy", "{}"),
     ("expert_kind", "experts", "{}"),
@@ -25,6 +25,8 @@ TABLE_COLUMNS = (
     ("batch_size", "batch", "{}"),
     ("seq_len", "seq", "{}"),
     ("dtype", "dtype", "{}"),
+)
+TABLE_COLUMNS = CASE_COLUMNS + (
     ("gflops", "GFLOP", "{:.3g}"),
     ("latency_ms_median", "median (ms)", "{:.3f}"),
     ("latency_ms_iqr", "IQR (ms)", "{:.3f}"),
@@ -32,6 +34,18 @@ TABLE_COLUMNS = (
     ("peak_mem_mib", "peak (MiB)", "{:.3g}"),
     ("fidelity_rel_err", "rel err", "{:.1e}"),
     ("speedup_vs_moe", "vs MoE (x)", "{:.2f}"),
+    ("status", "status", "{}"),
+)
+# (column, header with unit, format) of the ``meobench flops`` table.
+FLOPS_TABLE_COLUMNS = CASE_COLUMNS + (
+    ("gmacs", "GMAC", "{:.4g}"),
+    ("gflops", "GFLOP counter", "{:.4g}"),
+    ("gflops_analytic", "GFLOP analytic", "{:.4g}"),
+    ("gflops_fvcore", "GFLOP fvcore", "{:.4g}"),
+    ("gflops_profiler", "GFLOP profiler", "{:.4g}"),
+    ("bytes_min", "min bytes", "{:.3g}"),
+    ("arithmetic_intensity", "FLOP/byte", "{:.3g}"),
+    ("flops_check", "check", "{}"),
     ("status", "status", "{}"),
 )
 # Row colour by status; any other status (failed, nan) is red.
@@ -63,14 +77,17 @@ class TableView:
     """Parameters that are the same in every row, as ``name=value`` pairs; None when none is."""
 
 
-def table_view(frame: pd.DataFrame) -> TableView:
-    """Format the main columns of ``frame``; parameters that are the same in every row move to the caption."""
+def table_view(frame: pd.DataFrame, columns: tuple[tuple[str, str, str], ...] = TABLE_COLUMNS) -> TableView:
+    """Format ``columns`` (column, header, format) of ``frame``.
+
+    Parameters that are the same in every row move to the caption.
+    """
     constant = [
         column
         for column in PARAMETER_COLUMNS
         if column in frame and len(frame) > 1 and frame[column].nunique(dropna=False) == 1
     ]
-    shown = [spec for spec in TABLE_COLUMNS if spec[0] not in constant and spec[0] in frame]
+    shown = [spec for spec in columns if spec[0] not in constant and spec[0] in frame]
     return TableView(
         columns=[column for column, _, _ in shown],
         headers=[header for _, header, _ in shown],
@@ -81,13 +98,15 @@ def table_view(frame: pd.DataFrame) -> TableView:
     )
 
 
-def results_table(frame: pd.DataFrame, title: str | None = None) -> Table:
-    """A rich table of the main columns, units in the headers.
+def results_table(
+    frame: pd.DataFrame, title: str | None = None, columns: tuple[tuple[str, str, str], ...] = TABLE_COLUMNS
+) -> Table:
+    """A rich table of ``columns`` (column, header, format), units in the headers.
 
     Case parameters that are the same in every row move to the caption, so the
     table stays narrow enough for a terminal.
     """
-    view = table_view(frame)
+    view = table_view(frame, columns)
     table = Table(title=title, caption=view.caption, header_style="bold")
     for header, numeric in zip(view.headers, view.numeric):
         # "fold" wraps a value that does not fit rather than cutting it to "…".

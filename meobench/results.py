@@ -11,6 +11,7 @@ from typing import Any
 
 from meobench import roofline
 from meobench.cases import Case
+from meobench.flopcheck import FlopReport
 from meobench.timing import Measurement
 
 # Column order of results.csv; units are in the names.
@@ -19,6 +20,8 @@ COLUMNS = (
     "seq_len", "d_model", "d_ff", "dtype", "device", "mode", "params", "active_params", "gflops",
     "latency_ms_median", "latency_ms_iqr", "latency_ms_min", "repeats", "tokens_per_s", "peak_mem_mib",
     "fidelity_rel_err", "speedup_vs_moe", "status", "error",
+    "gmacs", "gflops_analytic", "gflops_fvcore", "gflops_profiler", "flops_check", "bytes_min",
+    "arithmetic_intensity",
     # Beyond the required set:
     "device_name", "threads", "stop_reason", "peak_mem_method", "warnings",
     # Roofline, against the device's calibrated ceilings (empty when it was never calibrated):
@@ -43,6 +46,8 @@ class CaseResult:
     active_params: int | None = None
     flops: int | None = None
     """FlopCounterMode count for one call, a multiply-add counted as 2."""
+    flop_report: FlopReport | None = None
+    """Every counter and the analytic model, in inference mode."""
     measurement: Measurement | None = None
     peak_mem_bytes: int | None = None
     peak_mem_method: str = ""
@@ -94,6 +99,7 @@ class CaseResult:
             "achieved_tflops": achieved,
             "pct_of_peak": roofline.pct_of_peak(achieved, self.peak_tflops),
             "peak_bandwidth_gb_s": self.peak_bandwidth_gb_s,
+            **self._flop_columns(),
         }
         # NOTE: the arithmetic_intensity column comes from the analytic cost model; rows
         # without it get an empty bound.
@@ -101,9 +107,27 @@ class CaseResult:
         row["bound"] = roofline.bound(row.get("arithmetic_intensity"), ridge)
         return {column: row[column] for column in COLUMNS}
 
+    def _flop_columns(self) -> dict[str, Any]:
+        report = self.flop_report
+        cost = report.cost if report else None
+        fvcore = report.fvcore if report else None
+        check = report.check if report else ""
+        if not report and self.flops is not None:
+            check = "not checked: the analytic model covers inference only"
+        return {
+            "gmacs": cost.macs / 1e9 if cost else None,
+            "gflops_analytic": cost.flops / 1e9 if cost else None,
+            "gflops_fvcore": fvcore.flops / 1e9 if fvcore else None,
+            "gflops_profiler": report.profiler / 1e9 if report and report.profiler is not None else None,
+            "flops_check": check,
+            "bytes_min": cost.bytes_min if cost else None,
+            "arithmetic_intensity": cost.arithmetic_intensity if cost else None,
+        }
+
     def to_json(self) -> dict[str, Any]:
-        """Return the row plus the exact FLOP count and the raw latency samples in seconds."""
+        """Return the row plus the exact FLOP count, the raw latency samples in seconds and the FLOP details."""
         record = self.to_row()
         record["flops"] = self.flops
         record["latency_samples_s"] = list(self.measurement.samples_s) if self.measurement else []
+        record["flops_detail"] = self.flop_report.to_json() if self.flop_report else None
         return record

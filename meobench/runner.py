@@ -19,12 +19,15 @@ import torch
 
 from meobench.cases import Case, CaseGroup
 from meobench.devices import DTYPES, device_name, dtype_unsupported_reason, unavailable_reason
+from meobench.costmodel import CaseShape
 from meobench.errors import ConfigError
+from meobench.flopcheck import count_case
 from meobench.flops import count_flops
 from meobench.layers.variants import LayerSet, reference_variant, variant_spec
 from meobench.memory import measure_peak_memory
 from meobench.results import CaseResult
 from meobench.scenario import Scenario
+from meobench.shape_only import ShapeOnlyMode
 from meobench.timing import TimingSettings, measure_latency
 
 logger = logging.getLogger(__name__)
@@ -70,10 +73,15 @@ def skip_reason(group: CaseGroup, scenario: Scenario) -> str | None:
 
 
 class Runner:
-    """Measures cases of one scenario, yielding one CaseResult per case as it finishes."""
+    """Measures cases of one scenario, yielding one CaseResult per case as it finishes.
 
-    def __init__(self, scenario: Scenario):
+    With ``count_only`` it fills only parameters and FLOP figures: layers are built
+    inside a ShapeOnlyMode (no initialisation) and nothing is run for real or timed.
+    """
+
+    def __init__(self, scenario: Scenario, count_only: bool = False):
         self.scenario = scenario
+        self.count_only = count_only
         m = scenario.measure
         self.timing = TimingSettings(m.warmup, m.min_repeats, m.max_repeats, m.max_time_s, m.target_rel_iqr)
 
@@ -96,9 +104,7 @@ class Runner:
                 yield self._new_result(case, status="skipped", error=reason)
             return
 
-        layers = LayerSet(group.layer_config(self.scenario), seed=self.scenario.seed).to(
-            device=device, dtype=DTYPES[group.dtype]
-        )
+        layers = self._build_layers(group)
         inputs = make_inputs(group, self.scenario, device)
         references = _References(layers, inputs)
         try:
@@ -108,7 +114,16 @@ class Runner:
                 yield self._run_case(case, layers, inputs, references)
         finally:
             del layers, inputs, references
-            _release_memory(device)
+            if not self.count_only:
+                # Layers built for counting hold no initialised memory worth a collection.
+                _release_memory(device)
+
+    def _build_layers(self, group: CaseGroup) -> LayerSet:
+        config = group.layer_config(self.scenario)
+        if self.count_only:
+            with ShapeOnlyMode():
+                return LayerSet(config, seed=self.scenario.seed).to(device=group.device, dtype=DTYPES[group.dtype])
+        return LayerSet(config, seed=self.scenario.seed).to(device=group.device, dtype=DTYPES[group.dtype])
 
     def _new_result(self, case: Case, **fields: object) -> CaseResult:
         device = case.group.device
@@ -124,7 +139,10 @@ class Runner:
     def _run_case(self, case: Case, layers: LayerSet, inputs: CaseInputs, references: _References) -> CaseResult:
         result = self._new_result(case)
         try:
-            self._measure(result, layers, inputs, references)
+            if self.count_only:
+                self._count(result, layers.build(case.variant, case.strategy), layers, inputs)
+            else:
+                self._measure(result, layers, inputs, references)
         except ConfigError as error:
             result.status, result.error = "skipped", str(error)
         except Exception as error:  # noqa: BLE001 - one failing case must not end the sweep
@@ -132,11 +150,25 @@ class Runner:
             result.status, result.error = "failed", _one_line(error)
         return result
 
+    def _count(self, result: CaseResult, module: torch.nn.Module, layers: LayerSet, inputs: CaseInputs) -> None:
+        """Fill parameters and FLOP figures: every counter and the analytic model in inference mode."""
+        case, group = result.case, result.case.group
+        counts = layers.count_parameters(case.variant)
+        result.params, result.active_params = counts.total, counts.active
+        if self.scenario.mode != "inference":
+            # NOTE: the analytic model and the second and third counters cover inference only.
+            result.flops = count_flops(self._step(module, layers, inputs))
+            return
+        layers.eval()
+        shape = CaseShape(group.batch_size, group.seq_len, DTYPES[group.dtype].itemsize)
+        arguments = (inputs.x, inputs.attention_mask, inputs.task_ids)
+        report = count_case(module, arguments, layers.config, case.variant, case.strategy, shape)
+        result.flops, result.flop_report = report.flop_counter, report
+
     def _measure(self, result: CaseResult, layers: LayerSet, inputs: CaseInputs, references: _References) -> None:
         case, device = result.case, result.case.group.device
         module = layers.build(case.variant, case.strategy)
-        counts = layers.count_parameters(case.variant)
-        result.params, result.active_params = counts.total, counts.active
+        self._count(result, module, layers, inputs)
 
         # Fidelity uses the deterministic eval-mode output (no routing noise).
         layers.eval()
@@ -151,7 +183,6 @@ class Runner:
         del output
 
         step = self._step(module, layers, inputs)
-        result.flops = count_flops(step)
         peak = measure_peak_memory(step, device)
         result.peak_mem_bytes, result.peak_mem_method = peak.peak_bytes, peak.method
         result.measurement = measure_latency(step, device, self.timing)

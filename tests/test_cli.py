@@ -39,6 +39,8 @@ def test_smoke_run_writes_csv_columns(smoke_run):
     # (dense 1, three MoE variants x 2 strategies, three MEO variants x 2 merges).
     assert len(rows) == 52
     assert {row["status"] for row in rows} == {"ok"}
+    assert {row["flops_check"] for row in rows} == {"ok"}
+    assert all(float(row["gflops_analytic"]) > 0 for row in rows)
 
 
 @pytest.mark.slow
@@ -145,3 +147,34 @@ def test_env_shows_torch_version():
     result = runner.invoke(app, ["env"])
     assert result.exit_code == 0
     assert "torch_version" in result.output
+
+
+@pytest.fixture(scope="module")
+def smoke_flops(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke-flops")
+    result = runner.invoke(app, ["flops", str(SMOKE), "--out", str(out)])
+    return result, out
+
+
+def test_flops_command_checks_every_case(smoke_flops):
+    result, out = smoke_flops
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 52
+    assert {row["flops_check"] for row in rows} == {"ok"}
+    # nothing is timed or run for real
+    assert {row["latency_ms_median"] for row in rows} == {""}
+    assert {row["fidelity_rel_err"] for row in rows} == {""}
+    for row in rows:
+        assert float(row["gflops"]) == pytest.approx(2 * float(row["gmacs"]), rel=1e-9)
+
+
+def test_flops_command_writes_details(smoke_flops):
+    result, out = smoke_flops
+    assert "GFLOP analytic" in result.output
+    assert "52 ok" in result.output
+    cases = json.loads((out / "results.json").read_text())["cases"]
+    moe = next(case for case in cases if case["variant"] == "moe-token" and case["strategy"] == "loop")
+    assert {entry["op"] for entry in moe["flops_detail"]["uncounted_ops"]} >= {"aten::topk", "aten::index_add_"}
+    meo = next(case for case in cases if case["variant"] == "meo-sequence" and case["strategy"] == "gemm")
+    assert 0 < meo["flops_detail"]["meo_to_moe_flop_ratio"]

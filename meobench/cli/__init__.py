@@ -7,6 +7,7 @@ order below is the order ``meobench --help`` lists them in.
 # isort: off
 from meobench.cli import run  # noqa: F401
 from meobench.cli import report  # noqa: F401
+from meobench.cli import flops  # noqa: F401
 from meobench.cli import inspect  # noqa: F401
 from meobench.cli import compare  # noqa: F401
 from meobench.cli import calibrate  # noqa: F401

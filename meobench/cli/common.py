@@ -63,6 +63,32 @@ def configure(
         logging.getLogger("meobench.runner").setLevel(logging.CRITICAL)
 
 
+def scenario_argument() -> typer.models.ArgumentInfo:
+    """The SCENARIO argument shared by the commands that run a scenario."""
+    return typer.Argument(..., help="Scenario YAML file, for example scenarios/scaling.yaml.")
+
+
+def out_option() -> typer.models.OptionInfo:
+    """The --out option shared by the commands that write a run directory."""
+    return typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Run directory for results.csv, results.json and results.jsonl. "
+        "Default: reports/<scenario name>/<UTC timestamp>/.",
+    )
+
+
+def device_option() -> typer.models.OptionInfo:
+    """The --device option shared by the commands that run a scenario."""
+    return typer.Option(
+        None,
+        "--device",
+        "-d",
+        help="Run every case on this device (auto, cpu, cuda, cuda:N or mps) instead of the scenario's device list.",
+    )
+
+
 def check_device(device: Optional[str]) -> None:
     """Reject a --device value that names no device, before any work starts."""
     if device is not None and not DEVICE_PATTERN.match(device):

@@ -19,12 +19,15 @@ from meobench.cli.common import (
     app,
     check_device,
     console,
+    device_option,
     error_console,
+    out_option,
     reports_errors,
+    scenario_argument,
 )
 from meobench.cli.report import print_report_files
 from meobench.environment import collect_environment
-from meobench.report import results_frame, results_table, status_counts
+from meobench.report import TABLE_COLUMNS, results_frame, results_table, status_counts
 from meobench.report_pages import write_reports
 from meobench.results import CaseResult
 from meobench.roofline import fill_roofline
@@ -37,20 +40,9 @@ from meobench.timing import timer_name
 @app.command()
 @reports_errors
 def run(
-    scenario: Path = typer.Argument(..., help="Scenario YAML file, for example scenarios/scaling.yaml."),
-    out: Optional[Path] = typer.Option(
-        None,
-        "--out",
-        "-o",
-        help="Run directory for results.csv, results.json and results.jsonl. "
-        "Default: reports/<scenario name>/<UTC timestamp>/.",
-    ),
-    device: Optional[str] = typer.Option(
-        None,
-        "--device",
-        "-d",
-        help="Run every case on this device (auto, cpu, cuda, cuda:N or mps) instead of the scenario's device list.",
-    ),
+    scenario: Path = scenario_argument(),
+    out: Optional[Path] = out_option(),
+    device: Optional[str] = device_option(),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="List the cases and their count, then stop without measuring."
     ),
@@ -77,17 +69,25 @@ def run(
 
 
 def run_and_report(
-    scenario_path: Path, spec: Scenario, cases: list[Case], run_dir: RunDirectory, report: bool = False
+    scenario_path: Path,
+    spec: Scenario,
+    cases: list[Case],
+    run_dir: RunDirectory,
+    report: bool = False,
+    count_only: bool = False,
+    columns: tuple[tuple[str, str, str], ...] = TABLE_COLUMNS,
 ) -> tuple[pd.DataFrame, bool]:
     """Measure ``cases``, write the run directory and print the table; return the rows and whether Ctrl-C stopped it.
 
     ``report`` also writes report.html, report.md and plots/ in the run directory.
+    ``count_only`` fills only parameters and FLOP figures (see Runner), and
+    ``columns`` picks the terminal table's columns.
     """
     devices = sorted({case.group.device for case in cases})
     timing = {**spec.measure.model_dump(), "timer": {device: timer_name(device) for device in devices}}
     environment = collect_environment(devices, scenario_path=scenario_path, timing=timing)
     results: list[CaseResult] = []
-    interrupted = _measure_all(Runner(spec), cases, results, run_dir)
+    interrupted = _measure_all(Runner(spec, count_only=count_only), cases, results, run_dir)
 
     fill_speedups(results)
     calibrations = calibrations_for(devices)
@@ -95,7 +95,7 @@ def run_and_report(
     environment["calibration"] = {device: calibration.to_json() for device, calibration in calibrations.items()}
     run_dir.write_final(results, dump_scenario(spec), environment, complete=not interrupted)
     frame = results_frame(results)
-    console.print(results_table(frame, title=f"{spec.name}: {len(results)} of {len(cases)} cases"))
+    console.print(results_table(frame, title=f"{spec.name}: {len(results)} of {len(cases)} cases", columns=columns))
     counts = ", ".join(f"{count} {status}" for status, count in status_counts(frame).items())
     console.print(f"[bold]{counts}[/]. Results: {run_dir.csv_path} and {run_dir.json_path}", highlight=False)
     for _, row in frame[frame["status"].isin(["failed", "nan"])].iterrows():
