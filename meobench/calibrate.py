@@ -127,11 +127,19 @@ def measure(device: str, dtypes: tuple[str, ...] = tuple(DTYPES)) -> Calibration
 
 
 def affordable_size(device: str, dtype: str, largest: int) -> int:
-    """Halve ``largest`` until one product, extrapolated from a MIN_MATMUL_SIZE probe as size**3, fits MAX_PRODUCT_S."""
-    probe_tflops = matmul_tflops(device, dtype, MIN_MATMUL_SIZE, TimingSettings(warmup=1, min_repeats=2, max_repeats=2))
-    size = largest
-    while size > MIN_MATMUL_SIZE and 2 * size**3 / (probe_tflops * 1e12) > MAX_PRODUCT_S:
-        size //= 2
+    """Double the matrix size from MIN_MATMUL_SIZE up to ``largest`` while the next product fits MAX_PRODUCT_S.
+
+    Each step times the current size, so a device that small products leave
+    launch-bound (a GPU) still reaches ``largest``, and a slow dtype stops early.
+    """
+    probe = TimingSettings(warmup=1, min_repeats=2, max_repeats=2)
+    size = MIN_MATMUL_SIZE
+    while size < largest:
+        seconds = 2 * size**3 / (matmul_tflops(device, dtype, size, probe) * 1e12)
+        # Doubling the size multiplies the work by 8.
+        if seconds * 8 > MAX_PRODUCT_S:
+            break
+        size *= 2
     return size
 
 

@@ -194,9 +194,21 @@ def test_cli_gate_threshold_option_overrides(tmp_path):
 
 
 def test_cli_gate_other_device_exits_2(tmp_path):
-    result = runner.invoke(app, ["gate", *_write_pair(tmp_path, make_case(), {**CPU, "name": "Other CPU"})])
+    summary = tmp_path / "summary.md"
+    pair = _write_pair(tmp_path, make_case(), {**CPU, "name": "Other CPU"})
+    result = runner.invoke(app, ["gate", *pair, "--summary", str(summary)])
     assert result.exit_code == 2
     assert "not comparable" in result.output
+    assert summary.read_text().startswith("## meobench gate: not comparable")
+    assert "cpu name: 'Test CPU 9000' vs 'Other CPU'" in summary.read_text()
+
+
+def test_cli_gate_incomplete_run_exits_2(tmp_path):
+    base = write_run(tmp_path / "base", make_document([make_case()]))
+    current = write_run(tmp_path / "current", make_document([make_case()], complete=False))
+    result = runner.invoke(app, ["gate", str(base), str(current)])
+    assert result.exit_code == 2
+    assert "is incomplete (interrupted)" in result.output
 
 
 def test_cli_gate_bad_threshold_exits_2(tmp_path):

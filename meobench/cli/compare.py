@@ -18,7 +18,7 @@ from meobench.cli.common import EXIT_FAILED_CASES, EXIT_INTERRUPTED, app, consol
 from meobench.cli.run import run_and_report
 from meobench.compare import METRICS, check_comparable, comparison_frame, join_keys
 from meobench.errors import MeobenchError
-from meobench.gate import GateReport, GateSettings, gate_runs
+from meobench.gate import GateReport, GateSettings, NotComparableError, gate_runs
 from meobench.report import markdown_table
 from meobench.rundir import RunDirectory
 from meobench.runs import load_run
@@ -131,14 +131,24 @@ def gate(
         raise MeobenchError(f"--only {only!r} is not valid; use all or deterministic.")
     base_run, current_run = load_run(baseline), load_run(current)
     settings = _gate_settings(current_run.scenario, max_regression, latency_floor_ms, alpha)
-    report = gate_runs(base_run, current_run, settings, latency=only == "all")
+    try:
+        report = gate_runs(base_run, current_run, settings, latency=only == "all")
+    except NotComparableError as error:
+        if summary is not None:
+            _append(summary, f"## meobench gate: not comparable\n\n```\n{error}\n```\n\n")
+        raise
 
     _print_gate(report, settings)
     if summary is not None:
-        summary.parent.mkdir(parents=True, exist_ok=True)
-        with summary.open("a", encoding="utf-8") as handle:
-            handle.write(gate_markdown(report, settings, base_run.path, current_run.path))
+        _append(summary, gate_markdown(report, settings, base_run.path, current_run.path))
     raise typer.Exit(report.exit_status)
+
+
+def _append(path: Path, text: str) -> None:
+    """Append to a summary file, as CI job summaries collect several steps' output."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(text)
 
 
 def _gate_settings(
