@@ -131,9 +131,11 @@ def comparison_frame(runs: list[Run], metrics: tuple[str, ...] = DEFAULT_METRICS
                 frame[column] = None
         frame = frame[[*keys, *metrics]].rename(columns={metric: f"{metric} [{label}]" for metric in metrics})
         frames.append(frame)
-    joined = frames[0]
+    # An outer merge sorts its keys, so the first run's row order is restored afterwards.
+    joined = frames[0].assign(_order=range(len(frames[0])))
     for frame in frames[1:]:
         joined = joined.merge(frame, on=keys, how="outer", sort=False)
+    joined = joined.sort_values("_order", na_position="last", kind="stable")
 
     for metric in metrics:
         first = pd.to_numeric(joined[f"{metric} [{labels[0]}]"], errors="coerce")

@@ -78,9 +78,7 @@ def test_cli_compare_markdown(tmp_path):
     b = write_run(tmp_path / "b", _gpu_document(GPU_B, {"dense": 1.0}))
     result = runner.invoke(app, ["compare", str(a), str(b), "--markdown", "-m", "latency_ms_median"])
     assert result.exit_code == 0, result.output
-    assert (
-        "| latency_ms_median [GPU A] | latency_ms_median [GPU B] | latency_ms_median ratio [GPU B] |" in result.output
-    )
+    assert "| median (ms) [GPU A] | median (ms) [GPU B] | median ratio [GPU B] |" in result.output
     assert "| 2 | 1 | 0.5 |" in result.output
 
 
@@ -110,3 +108,20 @@ def test_cli_compare_unknown_metric_exits_2(tmp_path):
     result = runner.invoke(app, ["compare", str(a), "-m", "speed"])
     assert result.exit_code == 2
     assert "--metric 'speed' is not a metric" in result.output
+
+
+def test_frame_keeps_first_run_order(tmp_path):
+    a = load_run(write_run(tmp_path / "a", _gpu_document(GPU_A, {"moe-token": 8.0, "dense": 2.0})))
+    b = load_run(write_run(tmp_path / "b", _gpu_document(GPU_B, {"dense": 1.0, "moe-token": 2.0})))
+    frame = comparison_frame([a, b], ("latency_ms_median",))
+    assert list(frame["variant"]) == ["moe-token", "dense"]
+
+
+def test_cli_compare_table_shows_bracketed_labels(tmp_path):
+    # Labels are run folder names in brackets, which rich would read as markup unless escaped.
+    a = write_run(tmp_path / "b", make_document([make_case()]))
+    b = write_run(tmp_path / "i", make_document([make_case()]))
+    result = runner.invoke(app, ["compare", str(a), str(b), "-m", "latency_ms_median"])
+    assert result.exit_code == 0, result.output
+    assert "median (ms) [b]" in result.output
+    assert "median ratio [i]" in result.output

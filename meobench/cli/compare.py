@@ -10,6 +10,7 @@ from typing import Optional
 
 import pandas as pd
 import typer
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -21,7 +22,7 @@ from meobench.errors import MeobenchError
 from meobench.gate import GateReport, GateSettings, NotComparableError, gate_runs
 from meobench.report import markdown_table
 from meobench.rundir import RunDirectory
-from meobench.runs import load_run
+from meobench.runs import Run, load_run
 from meobench.scenario import GATED_METRICS, load_scenario, parse_fraction
 
 DEFAULT_BASELINE_SCENARIO = Path("scenarios/ci.yaml")
@@ -56,37 +57,50 @@ def compare(
         comparability = check_comparable(loaded[0], other)
         problems += [f"{other.path}: scenario differs: {item}" for item in comparability.scenario]
         problems += [f"{other.path}: software stack differs: {item}" for item in comparability.stack]
-        problems += [f"{other.path}: {note}" for note in comparability.notes]
+        for note in comparability.notes:
+            error_console.print(f"[yellow]note:[/] {escape(f'{other.path}: {note}')}", highlight=False)
     problems += [f"{run.path} is incomplete (interrupted)" for run in loaded if not run.complete]
     if problems:
         error_console.print(
-            Panel("\n".join(problems), title="[bold]NOT COMPARABLE[/]", border_style="bold red"), highlight=False
+            Panel(escape("\n".join(problems)), title="[bold]NOT COMPARABLE[/]", border_style="bold red"),
+            highlight=False,
         )
 
     frame = comparison_frame(loaded, metrics)
     if csv:
-        console.print(frame.to_csv(index=False), end="", highlight=False, soft_wrap=True)
+        console.print(frame.to_csv(index=False), end="", markup=False, highlight=False, soft_wrap=True)
         return
     constant = [key for key in join_keys(loaded) if frame[key].nunique(dropna=False) <= 1 and len(frame) > 1]
     shown = [column for column in frame.columns if column not in constant]
     caption = ", ".join(f"{key}={frame[key].iloc[0]}" for key in constant)
+    headers = [_header(column) for column in shown]
     if markdown:
         rows = [[_format(row[column]) for column in shown] for _, row in frame.iterrows()]
-        text = markdown_table(shown, rows) + (f"\n{caption}\n" if caption else "")
-        console.print(text, end="", highlight=False, soft_wrap=True)
+        text = markdown_table(headers, rows) + (f"\n{caption}\n" if caption else "")
+        console.print(text, end="", markup=False, highlight=False, soft_wrap=True)
         return
     title = "Comparison" + (" (NOT COMPARABLE, see above)" if problems else "")
     table = Table(title=title, caption=caption or None, header_style="bold")
-    for column in shown:
+    for column, header in zip(shown, headers):
         table.add_column(
-            column, justify="right" if pd.api.types.is_numeric_dtype(frame[column]) else "left", overflow="fold"
+            escape(header), justify="right" if pd.api.types.is_numeric_dtype(frame[column]) else "left", overflow="fold"
         )
     for _, row in frame.iterrows():
-        table.add_row(*[_format(row[column]) for column in shown])
+        table.add_row(*[escape(_format(row[column])) for column in shown])
     console.print(table)
 
 
-def _default_metrics(runs: list) -> list[str]:
+def _header(column: str) -> str:
+    """Display header of a comparison column: ``median (ms) [label]``, or ``median ratio [label]``."""
+    for metric, header in METRICS.items():
+        if column.startswith(f"{metric} ratio ["):
+            return f"{header.split(' (')[0]} ratio {column.removeprefix(f'{metric} ratio ')}"
+        if column.startswith(f"{metric} ["):
+            return f"{header} {column.removeprefix(f'{metric} ')}"
+    return column
+
+
+def _default_metrics(runs: list[Run]) -> list[str]:
     names = {next(iter(run.devices.values()), {}).get("name") for run in runs}
     return ["gflops", "latency_ms_median", "peak_mem_mib"] + (["pct_of_peak"] if len(names) > 1 else [])
 
@@ -198,7 +212,7 @@ def _print_gate(report: GateReport, settings: GateSettings) -> None:
     if shown:
         console.print(table)
     for note in report.notes:
-        error_console.print(f"[yellow]note:[/] {note}", highlight=False)
+        error_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     counts = ", ".join(f"{count} {outcome}" for outcome, count in report.counts().items())
     verdict = "[bold red]FAILED[/]" if report.failed else "[bold green]PASSED[/]"
     console.print(
