@@ -26,17 +26,19 @@ from meobench.timing import TimingSettings, measure_latency
 
 logger = logging.getLogger(__name__)
 
-# Largest square matrix size of the peak measurement: large enough to reach the
-# device's steady state (1024: 2.1 GFLOP per product). A dtype the device runs
+# Largest square matrix size of the peak measurement. On the CPU, 512 (0.27 GFLOP
+# per product) is short enough that some samples run unpreempted on a loaded
+# machine: on a shared 2-core CPU under load, one thread measured about 100
+# GFLOP/s at sizes 256 to 512 and 22 GFLOP/s at 1024. A dtype the device runs
 # slowly (float16 on most CPUs) is measured at a smaller size that keeps one
 # product under MAX_PRODUCT_S.
-MATMUL_SIZE = {"cuda": 8192, "cpu": 1024, "mps": 4096}
+MATMUL_SIZE = {"cuda": 8192, "cpu": 512, "mps": 4096}
 MIN_MATMUL_SIZE = 128
 MAX_PRODUCT_S = 0.25
 # Bytes copied per bandwidth sample: several times the largest caches of the device.
 COPY_BYTES = {"cuda": 2**30, "cpu": 2**27, "mps": 2**28}
 # Best-of sampling: the peak is the fastest sample, so stop after a fixed count or budget.
-CALIBRATION_TIMING = TimingSettings(warmup=1, min_repeats=5, max_repeats=20, max_time_s=1.0, target_rel_iqr=0.0)
+CALIBRATION_TIMING = TimingSettings(warmup=1, min_repeats=5, max_repeats=50, max_time_s=1.0, target_rel_iqr=0.0)
 
 
 @dataclass(frozen=True)

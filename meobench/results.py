@@ -101,8 +101,8 @@ class CaseResult:
             "peak_bandwidth_gb_s": self.peak_bandwidth_gb_s,
             **self._flop_columns(),
         }
-        # NOTE: the arithmetic_intensity column comes from the analytic cost model; rows
-        # without it get an empty bound.
+        # arithmetic_intensity comes from the analytic cost model, which covers inference
+        # only, so train-mode rows get an empty bound.
         ridge = roofline.ridge_flop_per_byte(self.peak_tflops, self.peak_bandwidth_gb_s)
         row["bound"] = roofline.bound(row.get("arithmetic_intensity"), ridge)
         return {column: row[column] for column in COLUMNS}

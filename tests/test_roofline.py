@@ -96,3 +96,20 @@ def test_unreadable_cache_is_ignored(tmp_path, monkeypatch):
     path.parent.mkdir(parents=True)
     path.write_text("{not json")
     assert calibrate.load_cached("cpu") is None
+
+
+def test_measured_row_gets_bound():
+    from meobench.cases import expand
+    from meobench.runner import Runner
+    from meobench.scenario import parse_scenario
+
+    scenario = parse_scenario(
+        "name: tiny\nvariants: [dense]\nsweep: {num_experts: 2, top_k: 1, batch_size: 1, seq_len: 4, d_model: 8, "
+        "d_ff: 8, device: cpu}\nmeasure: {warmup: 0, min_repeats: 2, max_repeats: 2}\n"
+    )
+    [result] = Runner(scenario).iterate(expand(scenario))
+    # Ridge point 4 TFLOP/s / 100 GB/s = 40 FLOP/byte; a tiny dense linear is far below it.
+    fill_roofline([result], {"cpu": _calibration()})
+    row = result.to_row()
+    assert 0 < row["arithmetic_intensity"] < 40
+    assert row["bound"] == "memory"
