@@ -101,16 +101,30 @@ class CostModel:
         """FLOPs per byte of ``bytes_min``."""
         return self.flops / self.bytes_min if self.bytes_min else 0.0
 
+    def __add__(self, other: CostModel) -> CostModel:
+        """Sum two costs, for a model that stacks several layers (or adds attention and embeddings)."""
+        return CostModel(
+            matmuls=self.matmuls + other.matmuls,
+            elementwise=self.elementwise + other.elementwise,
+            params_total=self.params_total + other.params_total,
+            params_active=self.params_active + other.params_active,
+            weight_bytes=self.weight_bytes + other.weight_bytes,
+            merged_bytes=self.merged_bytes + other.merged_bytes,
+            activation_bytes=self.activation_bytes + other.activation_bytes,
+        )
+
     def flops_by_phase(self) -> dict[str, dict[str, int]]:
-        """FLOPs per phase and op class, phases in execution order; empty phases left out."""
+        """FLOPs per phase and op class: the layer phases in execution order, then any other
+        phase a model adds (attention, embeddings), sorted. Empty phases are left out."""
         matmul, elementwise = Counter(), Counter()
         for term in self.matmuls:
             matmul[term.phase] += 2 * term.macs
         for term in self.elementwise:
             elementwise[term.phase] += term.flops
+        phases = list(PHASES) + sorted((set(matmul) | set(elementwise)) - set(PHASES))
         return {
             phase: {"matmul": matmul[phase], "elementwise": elementwise[phase]}
-            for phase in PHASES
+            for phase in phases
             if matmul[phase] or elementwise[phase]
         }
 

@@ -9,9 +9,10 @@ compared with the analytic count of the op classes it covers. ``check`` is
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -70,19 +71,19 @@ def count_case(
     """Count ``module(*inputs)`` (an inference forward pass) with all three counters and check them
     against the analytic cost of ``variant`` run with ``strategy`` at ``shape``."""
     cost = layer_cost(config, variant, strategy, shape)
-    with ShapeOnlyMode() as mode, torch.no_grad():
+    with _single_thread(), ShapeOnlyMode() as mode, torch.no_grad():
         report = FlopReport(cost, count_flops(lambda: module(*inputs)))
     report.uncounted_ops = dict(mode.routing_ops)
 
     problems = []
     try:
-        with ShapeOnlyMode(), torch.no_grad():
+        with _single_thread(), ShapeOnlyMode(), torch.no_grad():
             report.fvcore = count_fvcore(module, inputs)
     except Exception as error:  # noqa: BLE001 - a failing second counter must not fail the case
         logger.warning("fvcore could not count %s: %s", variant, error)
         problems.append(f"fvcore: failed ({type(error).__name__})")
     try:
-        with ShapeOnlyMode(), torch.no_grad():
+        with _single_thread(), ShapeOnlyMode(), torch.no_grad():
             report.profiler = count_profiler(lambda: module(*inputs))
     except Exception as error:  # noqa: BLE001
         logger.warning("the profiler could not count %s: %s", variant, error)
@@ -95,6 +96,21 @@ def count_case(
         report.meo_to_moe_flop_ratio = cost.flops / reference.flops
         report.meo_breakeven_seq_len = meo_breakeven_seq_len(config, strategy)
     return report
+
+
+@contextlib.contextmanager
+def _single_thread() -> Iterator[None]:
+    """Run torch ops on one thread, then restore the thread count.
+
+    The ops that still run under ShapeOnlyMode (routing, zero fills) are small, and on a
+    loaded machine waiting for a second thread costs more than it saves.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def expected_profiler_flops(cost: CostModel) -> int:

@@ -14,13 +14,14 @@ random initialisation.
 Results computed inside the mode are garbage: use it only to count.
 
 Enter ShapeOnlyMode before (outside) any counter that is itself a dispatch mode,
-such as FlopCounterMode: the counter then sees each op first. The torch profiler
+such as FlopCounterMode: the counter then receives each op first. The torch profiler
 records the meta computations too, nested under the ``meobench::shape_only``
 range, so profiler counts must skip events inside that range.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -33,7 +34,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 SHAPE_ONLY_RANGE = "meobench::shape_only"
 
 # Results up to this many elements are zero-filled rather than left uninitialised, so the
-# router (whose logits are small) sees the same values on every run: all-zero logits send
+# router (whose logits are small) reads the same values on every run: all-zero logits send
 # every token to the same K experts, and MoE dispatch then runs K experts rather than up to E.
 ZERO_FILL_MAX_ELEMENTS = 2**17
 # Meta results kept for reuse across modes; the cache is cleared when it reaches this size.
@@ -70,9 +71,7 @@ class ShapeOnlyMode(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        name = func.overloadpacket.__name__
-        returns_tensor = any(isinstance(result.type, torch._C.TensorType) for result in func._schema.returns)
-        if func.is_view or not returns_tensor:
+        if _runs_for_real(func):
             return func(*args, **kwargs)
         written = _written_arguments(func, args, kwargs)
         if written:
@@ -84,19 +83,19 @@ class ShapeOnlyMode(TorchDispatchMode):
         else:
             with record_function(SHAPE_ONLY_RANGE):
                 meta_result = self._meta_result(func, args, kwargs)
-                if meta_result is None:
-                    result = func(*args, **kwargs)
-                else:
-                    result = _allocate(args, kwargs, meta_result)
-        if name in ROUTING_OPS:
+                result = None if meta_result is None else _allocate(args, kwargs, meta_result)
+            if meta_result is None:
+                result = func(*args, **kwargs)
+        if func.overloadpacket.__name__ in ROUTING_OPS:
             self._tally(func, args, kwargs, result)
         return result
 
     def _meta_result(self, func, args, kwargs) -> object | None:
         """Compute the op's result on meta tensors, or return None unless every tensor in it is floating-point.
 
-        None also when the op has no meta kernel or needs values. Results are cached by the op and its arguments' metadata, because the
-        same shapes recur across the counters of one case and across cases.
+        None also when the op has no meta kernel or needs values. Results are cached by
+        the op and its arguments' metadata, because the same shapes recur across the
+        counters of one case and across cases.
         """
         key = (func, _metadata(args), _metadata(kwargs))
         if key in _meta_cache:
@@ -145,13 +144,26 @@ def _metadata(value: object) -> object:
     )
 
 
+@functools.cache
+def _runs_for_real(func) -> bool:
+    """Return whether an op always runs for real: a view, or an op without tensor results."""
+    returns_tensor = any(isinstance(result.type, torch._C.TensorType) for result in func._schema.returns)
+    return func.is_view or not returns_tensor
+
+
+@functools.cache
+def _written_positions(func) -> tuple[tuple[int, str], ...]:
+    """(position, name) of the arguments an op writes in place."""
+    return tuple(
+        (position, argument.name)
+        for position, argument in enumerate(func._schema.arguments)
+        if argument.alias_info is not None and argument.alias_info.is_write
+    )
+
+
 def _written_arguments(func, args, kwargs) -> list[torch.Tensor]:
     """List the tensors an op writes in place (``self`` of add_, ``out=``), in schema order."""
-    written = []
-    for position, argument in enumerate(func._schema.arguments):
-        if argument.alias_info is not None and argument.alias_info.is_write:
-            written.append(args[position] if position < len(args) else kwargs[argument.name])
-    return written
+    return [args[position] if position < len(args) else kwargs[name] for position, name in _written_positions(func)]
 
 
 def _allocate(args, kwargs, meta_result: object) -> object:

@@ -178,3 +178,17 @@ def test_flops_command_writes_details(smoke_flops):
     assert {entry["op"] for entry in moe["flops_detail"]["uncounted_ops"]} >= {"aten::topk", "aten::index_add_"}
     meo = next(case for case in cases if case["variant"] == "meo-sequence" and case["strategy"] == "gemm")
     assert 0 < meo["flops_detail"]["meo_to_moe_flop_ratio"]
+
+
+def test_flops_command_train_mode_is_not_checked(tmp_path):
+    scenario = tmp_path / "train.yaml"
+    scenario.write_text(
+        "name: t\nvariants: [meo-sequence]\nmode: train\n"
+        "sweep: {num_experts: 2, top_k: 1, batch_size: 1, seq_len: 4, d_model: 8, d_ff: 8, device: cpu}\n"
+    )
+    result = runner.invoke(app, ["flops", str(scenario), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    row = next(csv.DictReader((tmp_path / "out" / "results.csv").open()))
+    assert row["flops_check"] == "not checked: the analytic model covers inference only"
+    assert float(row["gflops"]) > 0
+    assert row["gflops_analytic"] == ""

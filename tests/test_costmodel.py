@@ -124,3 +124,12 @@ def test_parameters_match_layer_tensors(variant, expert_kind):
     counted = layers.count_parameters(variant)
     cost = layer_cost(layers.config, variant, VARIANTS[variant].default_strategy, SHAPE)
     assert (cost.params_total, cost.params_active) == (counted.total, counted.active)
+
+
+def test_costs_add_up_across_layers():
+    dense = layer_cost(config(), "dense", "none", SHAPE)
+    both = dense + layer_cost(config(), "meo-sequence", "gemm", SHAPE)
+    # 49,152 + 62,080 MACs; 1,584 + 6,592 parameters
+    assert both.macs == 111_232
+    assert both.params_total == 8_176
+    assert both.flops_by_phase()["expert"]["matmul"] == 2 * (49_152 + 49_152)

@@ -40,7 +40,7 @@ def flops(
 
     Writes the same files as ``run``, with the latency, memory and fidelity columns empty.
     Layers run for their shapes only (ShapeOnlyMode), so a case costs about the same
-    at any batch size: scenarios/scaling.yaml took about 25 s of CPU time on a 2-core x86-64 CPU.
+    at any batch size: scenarios/scaling.yaml took 12 s of CPU time on a shared 2-core x86-64 CPU.
     """
     check_device(device)
     spec = load_scenario(scenario)
