@@ -1,50 +1,67 @@
 """Peak memory of one call: the most memory it held at once beyond what existed before.
 
-On CUDA this reads the caching allocator's peak statistics. On the CPU and MPS it
-replays the torch profiler's allocation events ([memory] events with signed
-byte counts) in time order and takes the highest running total.
+On CUDA this reads the caching allocator's peak statistics after one warm-up call
+(so the steady state is measured, not first-call workspace allocations). On the CPU
+and MPS it replays the torch profiler's allocation events ([memory] events with
+signed byte counts) in time order and takes the highest running total.
+
+Two numbers come out: the activation peak (above what was allocated when the call
+started, so weights and inputs are excluded) and the absolute peak (everything
+allocated at that moment, weights and inputs included).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 from meobench.devices import synchronize
+from meobench.layers.config import LayerConfig
 
 
 @dataclass(frozen=True)
 class MemoryPeak:
     peak_bytes: int
-    """Highest memory allocated during the call, above the allocation at its start, in bytes."""
+    """Highest memory allocated during the call, above the allocation at its start, in bytes (activation memory)."""
     method: str
     """``cuda_allocator`` or ``profiler_events``."""
+    absolute_bytes: int | None = None
+    """Highest memory allocated during the call in all, in bytes. CUDA: the allocator's peak.
+    Elsewhere: ``resident_bytes`` given by the caller plus ``peak_bytes``."""
+    negative_bytes: int = 0
+    """Bytes the profiler reported freed beyond what the call allocated; non-zero flags a negative running total."""
     warnings: tuple[str, ...] = ()
 
 
-def measure_peak_memory(function: Callable[[], object], device: str) -> MemoryPeak:
-    """Run ``function`` once and measure its peak memory on ``device``."""
+def measure_peak_memory(function: Callable[[], object], device: str, resident_bytes: int = 0) -> MemoryPeak:
+    """Run ``function`` and measure its peak memory on ``device``.
+
+    ``resident_bytes`` (weights and inputs the call reads) is added to the activation
+    peak to estimate the absolute peak where no allocator statistics exist.
+    """
     if device.startswith("cuda"):
         return _cuda_peak(function, device)
     # NOTE: on MPS this records only the allocations that the CPU profiler records.
     # It has not been checked on an Apple machine.
-    return _profiler_peak(function, device)
+    return _profiler_peak(function, device, resident_bytes)
 
 
 def _cuda_peak(function: Callable[[], object], device: str) -> MemoryPeak:
+    # NOTE: written against the documented allocator API but not yet run on a GPU.
+    function()
     synchronize(device)
     before = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
     function()
     synchronize(device)
-    peak = torch.cuda.max_memory_allocated(device) - before
-    return MemoryPeak(peak, "cuda_allocator")
+    absolute = torch.cuda.max_memory_allocated(device)
+    return MemoryPeak(absolute - before, "cuda_allocator", absolute_bytes=absolute)
 
 
-def _profiler_peak(function: Callable[[], object], device: str) -> MemoryPeak:
+def _profiler_peak(function: Callable[[], object], device: str, resident_bytes: int) -> MemoryPeak:
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
         function()
         synchronize(device)
@@ -61,7 +78,32 @@ def _profiler_peak(function: Callable[[], object], device: str) -> MemoryPeak:
         lowest = min(lowest, running)
     warnings = ()
     if lowest < 0:
-        # Frees of tensors allocated before profiling started show up as negative
-        # allocations; the peak above is still relative to the start of the call.
+        # Frees of tensors allocated before profiling started (gradients of the previous
+        # training step, for one) show up as negative allocations. Nothing is clamped:
+        # the peak stays relative to the start of the call, and the row is flagged.
         warnings = (f"profiler reported {-lowest} bytes freed beyond what the call allocated",)
-    return MemoryPeak(peak, "profiler_events", warnings)
+    return MemoryPeak(peak, "profiler_events", resident_bytes + peak, -lowest, warnings)
+
+
+def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    """Bytes held by ``tensors``, each storage counted once."""
+    storages = {}
+    for tensor in tensors:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
+
+
+def merged_weight_bytes(config: LayerConfig, batch_size: int, element_size: int) -> int:
+    """Bytes MEO's merged weights take for one call: batch x d_out x d_in elements per expert matrix.
+
+    One merged matrix per sequence and per matrix of the expert (one for ``linear``
+    experts, two for ``ffn``). Merged biases (batch x d_out) and the output are left
+    out, so a measured peak above this is expected; a strategy that keeps the
+    selected experts' copies (``gather``, batch x top_k x d_out x d_in) lands near
+    top_k + 1 times it.
+    """
+    matrices = [(config.d_ff, config.d_model)]
+    if config.expert_kind == "ffn":
+        matrices.append((config.d_model, config.d_ff))
+    return sum(batch_size * d_out * d_in * element_size for d_out, d_in in matrices)

@@ -1,7 +1,7 @@
 """Views of results: a DataFrame, and a rich table rendered from it.
 
-Every view is built from ``results_frame``, so the terminal table and the CSV
-cannot disagree.
+Every view of the results is built from ``results_frame``, so the terminal table
+and the CSV cannot disagree; the phase table reads the same row.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Iterable
 import pandas as pd
 from rich.table import Table
 
+from meobench.profiling import PHASES
 from meobench.results import COLUMNS, CaseResult
 
 # (column, header with unit, format) of the terminal tables: the case, then what ``run`` measured.
@@ -140,3 +141,45 @@ def markdown_table(headers: list[str], rows: Iterable[Iterable[object]]) -> str:
 def status_counts(frame: pd.DataFrame) -> dict[str, int]:
     """Cases per status, for the closing summary line."""
     return {str(status): int(count) for status, count in frame["status"].value_counts().items()}
+
+
+def phase_table(result: CaseResult) -> Table:
+    """Per-phase times of one case, with the phase sum set against the measured forward time."""
+    row = result.to_row()
+    forward_ms = None if result.forward_s is None else result.forward_s * 1e3
+    measured = "forward part of the training step" if result.part_medians_s else "latency median"
+    table = Table(title=f"Phases of {result.case.case_id} ({row['phase_clock']} clock)", header_style="bold")
+    table.add_column("phase")
+    table.add_column("ms per forward", justify="right")
+    table.add_column("% of measured", justify="right")
+
+    def add(label: str, value_ms: float | None) -> None:
+        share = 100 * value_ms / forward_ms if forward_ms and value_ms is not None else None
+        table.add_row(label, _format(value_ms, "{:.3f}"), _format(share, "{:.1f}"))
+
+    for phase in PHASES:
+        if row[f"phase_{phase}_ms"] is not None:
+            add(phase, row[f"phase_{phase}_ms"])
+    table.add_section()
+    add("sum of phases", row["phase_sum_ms"])
+    add(f"measured ({measured})", forward_ms)
+    add("gap (measured - sum)", row["phase_gap_ms"])
+    return table
+
+
+def operators_table(frame: pd.DataFrame, title: str) -> Table:
+    """A rich table of the top operators; ``frame`` comes from ``profiling.operators_frame``."""
+    table = Table(title=title, header_style="bold")
+    columns = (
+        ("rank", "#", "{}"),
+        ("operator", "operator", "{}"),
+        ("calls_per_step", "calls/step", "{:.3g}"),
+        ("self_cpu_ms", "self CPU (ms)", "{:.3f}"),
+        ("cpu_total_ms", "CPU total (ms)", "{:.3f}"),
+        ("self_device_ms", "self device (ms)", "{:.3f}"),
+    )
+    for column, header, _ in columns:
+        table.add_column(header, justify="left" if column == "operator" else "right", overflow="fold")
+    for _, row in frame.iterrows():
+        table.add_row(*(_format(row[column], fmt) for column, _, fmt in columns))
+    return table

@@ -12,6 +12,7 @@ from typing import Any
 from meobench import roofline
 from meobench.cases import Case
 from meobench.flopcheck import FlopReport
+from meobench.profiling import PHASES, ProfileSummary
 from meobench.timing import Measurement
 
 # Column order of results.csv; units are in the names.
@@ -26,6 +27,12 @@ COLUMNS = (
     "device_name", "threads", "stop_reason", "peak_mem_method", "warnings",
     # Roofline, against the device's calibrated ceilings (empty when it was never calibrated):
     "achieved_tflops", "pct_of_peak", "peak_bandwidth_gb_s", "bound",
+    # Where the time goes (milliseconds per forward pass, from torch.profiler):
+    *(f"phase_{phase}_ms" for phase in PHASES), "phase_sum_ms", "phase_gap_ms", "phase_gap_pct", "phase_clock",
+    # Training steps, torch.compile:
+    "forward_ms_median", "backward_ms_median", "optimizer_ms_median", "compile_s",
+    # Memory:
+    "peak_mem_abs_mib", "mem_negative_alloc", "mem_model_mib", "mem_model_ratio",
 )  # fmt: skip
 
 STATUSES = ("ok", "skipped", "failed", "nan")
@@ -59,6 +66,18 @@ class CaseResult:
     """Calibrated matrix-product peak of the device for this dtype, in 10^12 FLOP/s."""
     peak_bandwidth_gb_s: float | None = None
     """Calibrated copy bandwidth of the device, reads plus writes, in 10^9 bytes/s."""
+    profile: ProfileSummary | None = None
+    """Per-phase times and top operators; None when profiling was off or the case did not run."""
+    part_medians_s: tuple[float, float, float] | None = None
+    """Median forward, backward and optimizer seconds of a training step; None in inference mode."""
+    compile_s: float | None = None
+    """Seconds of the first call of a torch.compile'd step (compilation plus one run)."""
+    peak_mem_abs_bytes: int | None = None
+    """Peak memory with weights and inputs included, in bytes."""
+    mem_negative_alloc: bool = False
+    """The profiler reported more bytes freed than the call allocated (see ``warnings``)."""
+    mem_model_bytes: int | None = None
+    """Memory the cost model expects (MEO's merged weights), in bytes; None where the model has no estimate."""
 
     @property
     def tokens(self) -> int:
@@ -67,6 +86,35 @@ class CaseResult:
     @property
     def latency_s(self) -> float | None:
         return self.measurement.median_s if self.measurement else None
+
+    @property
+    def forward_s(self) -> float | None:
+        """Forward seconds: the forward part of a training step, else the whole latency."""
+        return self.part_medians_s[0] if self.part_medians_s else self.latency_s
+
+    def phase_columns(self) -> dict[str, Any]:
+        """phase_*_ms columns, and the phase sum compared with the measured forward time."""
+        columns: dict[str, Any] = {f"phase_{phase}_ms": None for phase in PHASES}
+        columns.update(phase_sum_ms=None, phase_gap_ms=None, phase_gap_pct=None, phase_clock=None)
+        if self.profile is None or not self.profile.phase_s:
+            return columns
+        for phase, seconds in self.profile.phase_s.items():
+            columns[f"phase_{phase}_ms"] = seconds * 1e3
+        columns["phase_sum_ms"] = self.profile.phase_sum_s * 1e3
+        columns["phase_clock"] = self.profile.clock
+        forward = self.forward_s
+        if forward:
+            gap = forward - self.profile.phase_sum_s
+            columns["phase_gap_ms"] = gap * 1e3
+            columns["phase_gap_pct"] = 100 * gap / forward
+        return columns
+
+    @property
+    def mem_model_ratio(self) -> float | None:
+        """Measured activation peak over the cost model's expectation."""
+        if self.mem_model_bytes and self.peak_mem_bytes is not None:
+            return self.peak_mem_bytes / self.mem_model_bytes
+        return None
 
     def to_row(self) -> dict[str, Any]:
         """Flat record with the CSV columns and display units."""
@@ -100,6 +148,15 @@ class CaseResult:
             "pct_of_peak": roofline.pct_of_peak(achieved, self.peak_tflops),
             "peak_bandwidth_gb_s": self.peak_bandwidth_gb_s,
             **self._flop_columns(),
+            **self.phase_columns(),
+            "forward_ms_median": self.part_medians_s[0] * 1e3 if self.part_medians_s else None,
+            "backward_ms_median": self.part_medians_s[1] * 1e3 if self.part_medians_s else None,
+            "optimizer_ms_median": self.part_medians_s[2] * 1e3 if self.part_medians_s else None,
+            "compile_s": self.compile_s,
+            "peak_mem_abs_mib": None if self.peak_mem_abs_bytes is None else self.peak_mem_abs_bytes / 2**20,
+            "mem_negative_alloc": self.mem_negative_alloc,
+            "mem_model_mib": None if self.mem_model_bytes is None else self.mem_model_bytes / 2**20,
+            "mem_model_ratio": self.mem_model_ratio,
         }
         # arithmetic_intensity comes from the analytic cost model, which covers inference
         # only, so train-mode rows get an empty bound.

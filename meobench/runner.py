@@ -12,25 +12,31 @@ from __future__ import annotations
 import gc
 import itertools
 import logging
+import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Union
 
 import torch
 
 from meobench.cases import Case, CaseGroup
-from meobench.devices import DTYPES, device_name, dtype_unsupported_reason, unavailable_reason
 from meobench.costmodel import CaseShape
+from meobench.devices import DTYPES, device_name, dtype_unsupported_reason, synchronize, unavailable_reason
 from meobench.errors import ConfigError
 from meobench.flopcheck import count_case
 from meobench.flops import count_flops
 from meobench.layers.variants import LayerSet, reference_variant, variant_spec
-from meobench.memory import measure_peak_memory
+from meobench.memory import measure_peak_memory, merged_weight_bytes, tensor_bytes
+from meobench.profiling import ProfileSettings, profile_steps
 from meobench.results import CaseResult
 from meobench.scenario import Scenario
 from meobench.shape_only import ShapeOnlyMode
+from meobench.steps import InferenceStep, TrainStep, compile_forward, forward_function
 from meobench.timing import TimingSettings, measure_latency
 
 logger = logging.getLogger(__name__)
+
+Step = Union[InferenceStep, TrainStep]
 
 # Strategy whose output every other strategy of a MoE variant is checked against.
 ORACLE_STRATEGY = "dense"
@@ -79,18 +85,26 @@ class Runner:
     inside a ShapeOnlyMode (no initialisation) and nothing is run for real or timed.
     """
 
-    def __init__(self, scenario: Scenario, count_only: bool = False):
+    def __init__(self, scenario: Scenario, count_only: bool = False, trace_dir: Path | None = None):
+        """``trace_dir``: write each case's profiler trace, operator table and memory timeline there."""
         self.scenario = scenario
         self.count_only = count_only
         m = scenario.measure
         self.timing = TimingSettings(m.warmup, m.min_repeats, m.max_repeats, m.max_time_s, m.target_rel_iqr)
+        self.profile = ProfileSettings(m.profile_wait, m.profile_warmup, m.profile_active, trace_dir)
 
     def iterate(
         self, cases: Iterable[Case], on_case_start: Callable[[Case], None] | None = None
     ) -> Iterator[CaseResult]:
         """Run ``cases`` in order; variants of one group share weights and inputs."""
-        for group, group_cases in itertools.groupby(cases, key=lambda case: case.group):
-            yield from self._run_group(group, list(group_cases), on_case_start)
+        threads = torch.get_num_threads()
+        if self.scenario.threads:
+            torch.set_num_threads(self.scenario.threads)
+        try:
+            for group, group_cases in itertools.groupby(cases, key=lambda case: case.group):
+                yield from self._run_group(group, list(group_cases), on_case_start)
+        finally:
+            torch.set_num_threads(threads)
 
     def _run_group(
         self, group: CaseGroup, cases: list[Case], on_case_start: Callable[[Case], None] | None
@@ -157,7 +171,12 @@ class Runner:
         result.params, result.active_params = counts.total, counts.active
         if self.scenario.mode != "inference":
             # NOTE: the analytic model and the second and third counters cover inference only.
-            result.flops = count_flops(self._step(module, layers, inputs))
+            step = self._build_step(module, layers, inputs, group.device)
+            try:
+                result.flops = count_flops(step)
+            finally:
+                # Counting ran an optimizer step on weights the other variants share.
+                step.restore()
             return
         layers.eval()
         shape = CaseShape(group.batch_size, group.seq_len, DTYPES[group.dtype].itemsize)
@@ -182,38 +201,49 @@ class Runner:
             result.fidelity_rel_err = relative_error(output, reference)
         del output
 
-        step = self._step(module, layers, inputs)
-        peak = measure_peak_memory(step, device)
-        result.peak_mem_bytes, result.peak_mem_method = peak.peak_bytes, peak.method
-        result.measurement = measure_latency(step, device, self.timing)
-        result.warnings.extend(peak.warnings)
-        result.warnings.extend(result.measurement.warnings)
+        step = self._build_step(module, layers, inputs, device)
+        try:
+            self._measure_step(result, step, module, inputs)
+        finally:
+            if isinstance(step, TrainStep):
+                # The other variants of the group share these weights.
+                step.restore()
 
-    def _step(self, module: torch.nn.Module, layers: LayerSet, inputs: CaseInputs) -> Callable[[], object]:
-        """Build the timed unit of work: a forward pass, or forward plus backward in train mode."""
+    def _build_step(self, module: torch.nn.Module, layers: LayerSet, inputs: CaseInputs, device: str) -> Step:
+        """Build the timed unit of work: a forward pass, or a training step in train mode."""
+        forward = forward_function(module)
         if self.scenario.mode == "inference":
             layers.eval()
-
-            def forward() -> object:
-                with torch.no_grad():
-                    return _call(module, inputs)
-
-            return forward
-
+            return InferenceStep(forward, inputs)
         layers.train()
+        return TrainStep(module, forward, inputs, device)
 
-        def forward_backward() -> object:
-            layers.zero_grad(set_to_none=True)
-            if hasattr(module, "route_and_forward"):
-                output, routing = module.route_and_forward(inputs.x, inputs.attention_mask, inputs.task_ids)
-                aux_loss = routing.aux_loss
-            else:
-                output, aux_loss = _call(module, inputs), 0.0
-            loss = output.float().square().mean() + aux_loss
-            loss.backward()
-            return loss
+    def _measure_step(self, result: CaseResult, step: Step, module: torch.nn.Module, inputs: CaseInputs) -> None:
+        """Compile ``step`` when asked, then measure its memory, latency and phases."""
+        case, device = result.case, result.case.group.device
+        if self.scenario.compile:
+            # FLOPs were counted on the eager module: FlopCounterMode does not see inside compiled code.
+            step.forward = compile_forward(step.forward, device, result.tokens)
+            result.compile_s = _time_one_call(step, device)
 
-        return forward_backward
+        resident = [*module.parameters(), inputs.x, inputs.attention_mask, inputs.task_ids]
+        if isinstance(step, TrainStep):
+            resident += step.optimizer_state_tensors()
+        peak = measure_peak_memory(step, device, tensor_bytes(resident))
+        result.peak_mem_bytes, result.peak_mem_method = peak.peak_bytes, peak.method
+        result.peak_mem_abs_bytes, result.mem_negative_alloc = peak.absolute_bytes, peak.negative_bytes > 0
+        result.mem_model_bytes = _model_memory_bytes(case, self.scenario)
+        result.warnings.extend(peak.warnings)
+
+        result.measurement = measure_latency(step, device, self.timing)
+        result.warnings.extend(result.measurement.warnings)
+        if isinstance(step, TrainStep):
+            result.part_medians_s = step.part_medians_s(result.measurement.repeats)
+
+        if self.profile.active:
+            result.profile = profile_steps(step, device, self.profile, case.case_id)
+            if self.scenario.compile:
+                result.warnings.append("torch.compile drops record_function ranges, so the phase columns are empty")
 
 
 class _References:
@@ -260,6 +290,22 @@ def fill_speedups(results: list[CaseResult]) -> None:
         reference = fastest.get((result.case.group, reference_variant(result.case.variant)))
         if result.status == "ok" and result.latency_s and reference:
             result.speedup_vs_moe = reference / result.latency_s
+
+
+def _time_one_call(step: Step, device: str) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    step()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def _model_memory_bytes(case: Case, scenario: Scenario) -> int | None:
+    """Memory the cost model expects for ``case``: MEO's merged weights, or None for other families."""
+    if variant_spec(case.variant).family != "meo":
+        return None
+    group = case.group
+    return merged_weight_bytes(group.layer_config(scenario), group.batch_size, DTYPES[group.dtype].itemsize)
 
 
 def _release_memory(device: str) -> None:

@@ -99,6 +99,11 @@ class MeasureOptions(_Strict):
     target_rel_iqr: float = Field(
         default=0.05, ge=0, description="Stop early once IQR / median falls below this (0 disables)."
     )
+    profile_wait: int = Field(default=0, ge=0, description="Profiler schedule: calls skipped before recording.")
+    profile_warmup: int = Field(default=1, ge=0, description="Profiler schedule: calls recorded and discarded.")
+    profile_active: int = Field(
+        default=3, ge=0, description="Profiler schedule: calls the phase times average over (0 turns phases off)."
+    )
 
     @model_validator(mode="after")
     def _repeat_bounds(self) -> MeasureOptions:
@@ -155,6 +160,8 @@ class Scenario(_Strict):
     description: str = ""
     variants: list[str] = Field(description="Variant names to build for each case.")
     mode: Literal["inference", "train"] = "inference"
+    compile: bool = Field(default=False, description="Run each case through torch.compile; compile time is reported apart.")
+    threads: int | None = Field(default=None, ge=1, description="torch intra-op threads; None keeps torch's default.")
     seed: int = 0
     sweep: Sweep = Sweep()
     layer: LayerOptions = LayerOptions()

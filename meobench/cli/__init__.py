@@ -6,6 +6,7 @@ order below is the order ``meobench --help`` lists them in.
 
 # isort: off
 from meobench.cli import run  # noqa: F401
+from meobench.cli import profile  # noqa: F401
 from meobench.cli import report  # noqa: F401
 from meobench.cli import flops  # noqa: F401
 from meobench.cli import inspect  # noqa: F401

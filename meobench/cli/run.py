@@ -27,6 +27,7 @@ from meobench.cli.common import (
 )
 from meobench.cli.report import print_report_files
 from meobench.environment import collect_environment
+from meobench.errors import MeobenchError
 from meobench.report import TABLE_COLUMNS, results_frame, results_table, status_counts
 from meobench.report_pages import write_reports
 from meobench.results import CaseResult
@@ -52,10 +53,21 @@ def run(
     report: bool = typer.Option(
         False, "--report", help="Also write report.html, report.md and plots/ in the run directory (see `report`)."
     ),
+    trace: bool = typer.Option(
+        False,
+        "--trace",
+        help="Also write each case's profiler trace (traces/, chrome/), top operators (operators/) "
+        "and memory timeline (memory/) into the run directory.",
+    ),
 ) -> None:
     """Run a scenario: build each case's layers, measure them, and write a table, CSV and JSON."""
     check_device(device)
     spec = load_scenario(scenario)
+    if trace and spec.measure.profile_active < 1:
+        raise MeobenchError(
+            f"{scenario}: measure.profile_active is {spec.measure.profile_active}, so --trace would record nothing; "
+            "set it to 1 or more."
+        )
     cases = expand(spec, device)
     if dry_run:
         _print_cases(cases, spec)
@@ -87,7 +99,8 @@ def run_and_report(
     timing = {**spec.measure.model_dump(), "timer": {device: timer_name(device) for device in devices}}
     environment = collect_environment(devices, scenario_path=scenario_path, timing=timing)
     results: list[CaseResult] = []
-    interrupted = _measure_all(Runner(spec, count_only=count_only), cases, results, run_dir)
+    runner = Runner(spec, count_only=count_only, trace_dir=run_dir.path if trace else None)
+    interrupted = _measure_all(runner, cases, results, run_dir)
 
     fill_speedups(results)
     calibrations = calibrations_for(devices)
