@@ -70,19 +70,27 @@ def _profiler_peak(function: Callable[[], object], device: str, resident_bytes: 
         for event in profiler.profiler.kineto_results.events()
         if event.name() == "[memory]"
     ]
-    events.sort()
+    peak, lowest = replay_allocations(events)
+    warnings = ()
+    if lowest < 0:
+        warnings = (f"profiler reported {-lowest} bytes freed beyond what the call allocated",)
+    return MemoryPeak(peak, "profiler_events", resident_bytes + peak, -lowest, warnings)
+
+
+def replay_allocations(events: Iterable[tuple[int, int]]) -> tuple[int, int]:
+    """Replay (timestamp, signed bytes) allocation events in time order; return the highest and lowest running total.
+
+    A lowest total below zero means the profiler recorded frees without their
+    allocations. Profilers have reported such negative allocations; torch 2.13 drops
+    frees of blocks allocated before profiling started (it logs a warning instead),
+    but other causes remain possible. Nothing is clamped: the caller flags the row.
+    """
     running = peak = lowest = 0
-    for _, nbytes in events:
+    for _, nbytes in sorted(events):
         running += nbytes
         peak = max(peak, running)
         lowest = min(lowest, running)
-    warnings = ()
-    if lowest < 0:
-        # Frees of tensors allocated before profiling started (gradients of the previous
-        # training step, for one) show up as negative allocations. Nothing is clamped:
-        # the peak stays relative to the start of the call, and the row is flagged.
-        warnings = (f"profiler reported {-lowest} bytes freed beyond what the call allocated",)
-    return MemoryPeak(peak, "profiler_events", resident_bytes + peak, -lowest, warnings)
+    return peak, lowest
 
 
 def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
