@@ -20,6 +20,7 @@ import glob
 import logging
 import shutil
 import statistics
+import time
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass
@@ -80,6 +81,9 @@ class ProfileSummary:
     """Seconds per call of each phase seen in the trace; phases the variant does not mark are absent."""
     operators: tuple[OperatorStat, ...]
     """Operators with the most self time, most first."""
+    call_s: float = 0.0
+    """Median wall time of the active calls, profiler overhead included, in seconds. Set against the
+    phase sum, it separates work outside the phases from drift between these calls and the timed ones."""
     files: tuple[Path, ...] = ()
     """Files written under ``ProfileSettings.out_dir``."""
 
@@ -111,9 +115,12 @@ def profile_steps(
         with_stack=tracing,
         acc_events=True,
     ) as profiler:
+        call_s = []
         for _ in range(settings.wait + settings.warmup + settings.active):
+            start = time.perf_counter()
             function()
             synchronize(device)
+            call_s.append(time.perf_counter() - start)
             profiler.step()
 
     events = profiler.events()
@@ -125,6 +132,7 @@ def profile_steps(
         clock="device" if use_device else "cpu",
         phase_s=phase_times(events, settings.active, use_device),
         operators=operators,
+        call_s=statistics.median(call_s[-settings.active :]),
         files=tuple(written),
     )
 

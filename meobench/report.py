@@ -164,6 +164,7 @@ def phase_table(result: CaseResult) -> Table:
     add("sum of phases", row["phase_sum_ms"])
     add(f"measured ({measured})", forward_ms)
     add("gap (measured - sum)", row["phase_gap_ms"])
+    add("profiled calls (median wall time)", row["profiled_call_ms"])
     return table
 
 

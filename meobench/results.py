@@ -29,6 +29,7 @@ COLUMNS = (
     "achieved_tflops", "pct_of_peak", "peak_bandwidth_gb_s", "bound",
     # Where the time goes (milliseconds per forward pass, from torch.profiler):
     *(f"phase_{phase}_ms" for phase in PHASES), "phase_sum_ms", "phase_gap_ms", "phase_gap_pct", "phase_clock",
+    "profiled_call_ms",
     # Training steps, torch.compile:
     "forward_ms_median", "backward_ms_median", "optimizer_ms_median", "compile_s",
     # Memory:
@@ -95,13 +96,14 @@ class CaseResult:
     def phase_columns(self) -> dict[str, Any]:
         """phase_*_ms columns, and the phase sum compared with the measured forward time."""
         columns: dict[str, Any] = {f"phase_{phase}_ms": None for phase in PHASES}
-        columns.update(phase_sum_ms=None, phase_gap_ms=None, phase_gap_pct=None, phase_clock=None)
+        columns.update(phase_sum_ms=None, phase_gap_ms=None, phase_gap_pct=None, phase_clock=None, profiled_call_ms=None)
         if self.profile is None or not self.profile.phase_s:
             return columns
         for phase, seconds in self.profile.phase_s.items():
             columns[f"phase_{phase}_ms"] = seconds * 1e3
         columns["phase_sum_ms"] = self.profile.phase_sum_s * 1e3
         columns["phase_clock"] = self.profile.clock
+        columns["profiled_call_ms"] = self.profile.call_s * 1e3
         forward = self.forward_s
         if forward:
             gap = forward - self.profile.phase_sum_s

@@ -49,6 +49,7 @@ def test_profile_by_prefix_writes_traces(tiny, tmp_path):
         assert float(rows[0][f"phase_{phase}_ms"]) >= 0
     assert rows[0]["phase_merge_ms"] == ""
     assert rows[0]["phase_clock"] == "cpu"
+    assert float(rows[0]["profiled_call_ms"]) > 0
 
 
 def test_profile_unknown_case_exits_2(tiny):

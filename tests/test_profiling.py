@@ -134,8 +134,9 @@ def test_sleeping_phase_shows_up():
             time.sleep(0.02)
 
     summary = profile_steps(sleepy, "cpu", ProfileSettings(warmup=1, active=3), case_id="sleep")
-    # sleep() never returns early, so the range lasts at least 20 ms.
+    # sleep() never returns early, so the range and the call last at least 20 ms.
     assert summary.phase_s["expert"] >= 0.02
+    assert summary.call_s >= 0.02
 
 
 def _event(event_id: int, name: str, start_us: float, end_us: float, parent: FunctionEvent | None = None):
