@@ -81,9 +81,9 @@ def replay_allocations(events: Iterable[tuple[int, int]]) -> tuple[int, int]:
     """Replay (timestamp, signed bytes) allocation events in time order; return the highest and lowest running total.
 
     A lowest total below zero means the profiler recorded frees without their
-    allocations. Profilers have reported such negative allocations; torch 2.13 drops
-    frees of blocks allocated before profiling started (it logs a warning instead),
-    but other causes remain possible. Nothing is clamped: the caller flags the row.
+    allocations. torch 2.13 drops the free of a block allocated before profiling
+    started and logs a warning instead, but profilers have reported negative
+    allocations for other reasons. Nothing is clamped, and the caller flags the row.
     """
     running = peak = lowest = 0
     for _, nbytes in sorted(events):
@@ -107,9 +107,9 @@ def merged_weight_bytes(config: LayerConfig, batch_size: int, element_size: int)
 
     One merged matrix per sequence and per matrix of the expert (one for ``linear``
     experts, two for ``ffn``). Merged biases (batch x d_out) and the output are left
-    out, so a measured peak above this is expected; a strategy that keeps the
-    selected experts' copies (``gather``, batch x top_k x d_out x d_in) lands near
-    top_k + 1 times it.
+    out, so a measured peak above this is expected. The ``gather`` merge also keeps
+    the selected experts' copies (batch x top_k x d_out x d_in), so it lands near
+    top_k + 1 times this.
     """
     matrices = [(config.d_ff, config.d_model)]
     if config.expert_kind == "ffn":

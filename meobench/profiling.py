@@ -39,6 +39,10 @@ logger = logging.getLogger(__name__)
 PHASES = ("token_attention", "router", "dispatch", "merge", "expert", "combine")
 # Operators kept in the table and CSV of one case.
 TOP_OPERATORS = 20
+# Columns of operators/<case_id>.csv; times are per profiled call.
+OPERATOR_COLUMNS = [
+    "rank", "operator", "calls_per_step", "self_cpu_ms", "cpu_total_ms", "self_device_ms", "device_total_ms",
+]  # fmt: skip
 # Prefix of the range the profiler opens around each step.
 STEP_RANGE_PREFIX = "ProfilerStep"
 
@@ -235,7 +239,7 @@ def operators_frame(operators: Iterable[OperatorStat]) -> pd.DataFrame:
             }
             for rank, row in enumerate(operators, start=1)
         ],
-        columns=["rank", "operator", "calls_per_step", "self_cpu_ms", "cpu_total_ms", "self_device_ms", "device_total_ms"],
+        columns=OPERATOR_COLUMNS,
     )
 
 

@@ -169,7 +169,7 @@ def phase_table(result: CaseResult) -> Table:
 
 
 def operators_table(frame: pd.DataFrame, title: str) -> Table:
-    """A rich table of the top operators; ``frame`` comes from ``profiling.operators_frame``."""
+    """Build a rich table of the top operators from a ``profiling.operators_frame`` frame."""
     table = Table(title=title, header_style="bold")
     columns = (
         ("rank", "#", "{}"),

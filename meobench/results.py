@@ -96,7 +96,8 @@ class CaseResult:
     def phase_columns(self) -> dict[str, Any]:
         """phase_*_ms columns, and the phase sum compared with the measured forward time."""
         columns: dict[str, Any] = {f"phase_{phase}_ms": None for phase in PHASES}
-        columns.update(phase_sum_ms=None, phase_gap_ms=None, phase_gap_pct=None, phase_clock=None, profiled_call_ms=None)
+        for column in ("phase_sum_ms", "phase_gap_ms", "phase_gap_pct", "phase_clock", "profiled_call_ms"):
+            columns[column] = None
         if self.profile is None or not self.profile.phase_s:
             return columns
         for phase, seconds in self.profile.phase_s.items():

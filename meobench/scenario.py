@@ -160,7 +160,9 @@ class Scenario(_Strict):
     description: str = ""
     variants: list[str] = Field(description="Variant names to build for each case.")
     mode: Literal["inference", "train"] = "inference"
-    compile: bool = Field(default=False, description="Run each case through torch.compile; compile time is reported apart.")
+    compile: bool = Field(
+        default=False, description="Run each case through torch.compile; compile time is reported apart."
+    )
     threads: int | None = Field(default=None, ge=1, description="torch intra-op threads; None keeps torch's default.")
     seed: int = 0
     sweep: Sweep = Sweep()

@@ -100,7 +100,8 @@ class TrainStep:
         with record_function("optimizer"):
             self.optimizer.step()
         synchronize(self.device)
-        self.part_samples_s.append((forward_end - start, backward_end - forward_end, time.perf_counter() - backward_end))
+        optimizer_end = time.perf_counter()
+        self.part_samples_s.append((forward_end - start, backward_end - forward_end, optimizer_end - backward_end))
         return loss.detach()
 
     def part_medians_s(self, last: int) -> tuple[float, float, float]:

@@ -6,8 +6,8 @@ import torch
 from typer.testing import CliRunner
 
 from meobench.cli import app
-from meobench.results import COLUMNS
 from meobench.errors import ScenarioError
+from meobench.results import COLUMNS
 from meobench.scenario import parse_scenario
 
 runner = CliRunner()

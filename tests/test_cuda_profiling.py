@@ -5,9 +5,9 @@ import torch
 
 from meobench.memory import measure_peak_memory
 from meobench.profiling import ProfileSettings, profile_steps
+from meobench.runner import CaseInputs
 from meobench.steps import InferenceStep, forward_function
 from tests.conftest import make_layers
-from tests.test_profiling import CaseInputs
 
 pytestmark = [
     pytest.mark.gpu,

@@ -27,7 +27,8 @@ def profile(
         ...,
         "--case",
         "-c",
-        help="Case id to profile, as `meobench run SCENARIO --dry-run` lists them; a prefix that names one case is enough.",
+        help="Case id to profile, as `meobench run SCENARIO --dry-run` lists them; "
+        "a prefix that names one case is enough.",
     ),
     out: Optional[Path] = typer.Option(
         None,
@@ -64,7 +65,7 @@ def profile(
 
 
 def find_case(cases: list[Case], case_id: str, scenario: Path) -> Case:
-    """The case whose id is ``case_id``, or the only one it is a prefix of."""
+    """Find the case whose id is ``case_id``, or the only one it is a prefix of."""
     ids = [case.case_id for case in cases]
     if case_id in ids:
         return cases[ids.index(case_id)]
@@ -73,7 +74,9 @@ def find_case(cases: list[Case], case_id: str, scenario: Path) -> Case:
         return matching[0]
     if matching:
         listed = ", ".join(case.case_id for case in matching[:5])
-        raise MeobenchError(f"--case {case_id!r} matches {len(matching)} cases of {scenario} ({listed}); give a full id.")
+        raise MeobenchError(
+            f"--case {case_id!r} matches {len(matching)} cases of {scenario} ({listed}); give a full id."
+        )
     close = difflib.get_close_matches(case_id, ids, n=3, cutoff=0.5)
     hint = f" Closest: {', '.join(close)}." if close else ""
     raise MeobenchError(
@@ -90,7 +93,8 @@ def _print_profile(result, spec: Scenario, run_dir: RunDirectory) -> None:
         console.print(phase_table(result))
     for warning in result.warnings:
         error_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    title = f"Top operators by self {'device' if summary.clock == 'device' else 'CPU'} time (per step, {summary.steps} steps)"
+    clock = "device" if summary.clock == "device" else "CPU"
+    title = f"Top operators by self {clock} time (per step, {summary.steps} steps)"
     console.print(operators_table(operators_frame(summary.operators), title))
     console.print("Files:", highlight=False)
     for path in summary.files:
