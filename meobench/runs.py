@@ -26,6 +26,8 @@ CASE_KEY = (
 )  # fmt: skip
 # Scenario keys that do not change what is measured, so runs that differ only there stay comparable.
 NON_DEFINING_SCENARIO_KEYS = ("description", "measure", "gates")
+# Defining keys added after runs were first recorded, with the value those runs used.
+LATER_SCENARIO_KEYS = {"compile": False, "threads": None}
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,11 @@ def case_key(case: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def defining_scenario(scenario: dict[str, Any]) -> dict[str, Any]:
-    """Drop the scenario keys that do not change what is measured."""
-    return {key: value for key, value in scenario.items() if key not in NON_DEFINING_SCENARIO_KEYS}
+    """Drop the scenario keys that do not change what is measured, and fill in keys older runs lack."""
+    defining = {key: value for key, value in scenario.items() if key not in NON_DEFINING_SCENARIO_KEYS}
+    for key, value in LATER_SCENARIO_KEYS.items():
+        defining.setdefault(key, value)
+    return defining
 
 
 def results_path(path: str | Path) -> Path:

@@ -4,7 +4,7 @@ import pytest
 
 from meobench.errors import MeobenchError
 from meobench.rundir import SCHEMA_VERSION
-from meobench.runs import load_run
+from meobench.runs import defining_scenario, load_run
 from tests.result_files import make_case, make_document, write_run
 
 
@@ -136,3 +136,10 @@ def test_rounds_on_other_hardware_rejected(tmp_path):
     write_run(tmp_path / "base" / "round-2", make_document([make_case()], {**CPU, "name": "Other"}))
     with pytest.raises(MeobenchError, match="ran on other hardware"):
         load_run(tmp_path / "base")
+
+
+def test_older_run_without_compile_and_threads_stays_comparable():
+    older = {"name": "s", "variants": ["dense"], "mode": "inference"}
+    current = {**older, "compile": False, "threads": None, "measure": {"profile_active": 3}}
+    assert defining_scenario(older) == defining_scenario(current)
+    assert defining_scenario(older) != defining_scenario({**current, "threads": 1})

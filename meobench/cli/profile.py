@@ -8,12 +8,14 @@ from typing import Optional
 
 import typer
 
+from meobench.calibrate import calibrations_for
 from meobench.cases import Case, expand
 from meobench.cli.common import EXIT_FAILED_CASES, app, check_device, console, error_console, reports_errors
-from meobench.environment import collect_environment
+from meobench.cli.run import run_environment
 from meobench.errors import MeobenchError
 from meobench.profiling import operators_frame
 from meobench.report import operators_table, phase_table, results_frame, results_table
+from meobench.roofline import fill_roofline
 from meobench.rundir import RunDirectory, default_run_dir
 from meobench.runner import Runner
 from meobench.scenario import Scenario, dump_scenario, load_scenario
@@ -54,8 +56,13 @@ def profile(
     run_dir = RunDirectory(out or default_run_dir(spec.name))
     error_console.print(f"profiling {chosen.case_id}", highlight=False)
     result = next(Runner(spec, trace_dir=run_dir.path).iterate([chosen]))
+    devices = [chosen.group.device]
+    calibrations = calibrations_for(devices)
+    fill_roofline([result], calibrations)
+    environment = run_environment(scenario, spec, devices)
+    environment["calibration"] = {device: calibration.to_json() for device, calibration in calibrations.items()}
     run_dir.append(result)
-    run_dir.write_final([result], dump_scenario(spec), collect_environment([chosen.group.device]), complete=True)
+    run_dir.write_final([result], dump_scenario(spec), environment, complete=True)
 
     console.print(results_table(results_frame([result]), title=f"{spec.name}: {chosen.case_id}"))
     if result.status != "ok":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import pandas as pd
 import typer
@@ -73,7 +73,7 @@ def run(
         _print_cases(cases, spec)
         return
     run_dir = RunDirectory(out or default_run_dir(spec.name))
-    frame, interrupted = run_and_report(scenario, spec, cases, run_dir, report=report)
+    frame, interrupted = run_and_report(scenario, spec, cases, run_dir, report=report, trace=trace)
     if interrupted:
         raise typer.Exit(EXIT_INTERRUPTED)
     if not allow_failures and frame["status"].isin(["failed", "nan"]).any():
@@ -88,16 +88,17 @@ def run_and_report(
     report: bool = False,
     count_only: bool = False,
     columns: tuple[tuple[str, str, str], ...] = TABLE_COLUMNS,
+    trace: bool = False,
 ) -> tuple[pd.DataFrame, bool]:
     """Measure ``cases``, write the run directory and print the table; return the rows and whether Ctrl-C stopped it.
 
     ``report`` also writes report.html, report.md and plots/ in the run directory.
     ``count_only`` fills only parameters and FLOP figures (see Runner), and
-    ``columns`` picks the terminal table's columns.
+    ``columns`` picks the terminal table's columns. ``trace`` writes each case's
+    profiler trace, top operators and memory timeline into the run directory.
     """
     devices = sorted({case.group.device for case in cases})
-    timing = {**spec.measure.model_dump(), "timer": {device: timer_name(device) for device in devices}}
-    environment = collect_environment(devices, scenario_path=scenario_path, timing=timing)
+    environment = run_environment(scenario_path, spec, devices)
     results: list[CaseResult] = []
     runner = Runner(spec, count_only=count_only, trace_dir=run_dir.path if trace else None)
     interrupted = _measure_all(runner, cases, results, run_dir)
@@ -118,6 +119,12 @@ def run_and_report(
     if interrupted:
         error_console.print(f"Interrupted after {len(results)} of {len(cases)} cases; finished cases are saved.")
     return frame, interrupted
+
+
+def run_environment(scenario_path: Path, spec: Scenario, devices: list[str]) -> dict[str, Any]:
+    """Collect the environment a run records, with the timing settings and the timer used on each device."""
+    timing = {**spec.measure.model_dump(), "timer": {device: timer_name(device) for device in devices}}
+    return collect_environment(devices, scenario_path=scenario_path, timing=timing)
 
 
 def _measure_all(runner: Runner, cases: list[Case], results: list[CaseResult], run_dir: RunDirectory) -> bool:
