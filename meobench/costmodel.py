@@ -181,6 +181,21 @@ def layer_cost(config: LayerConfig, variant: str, strategy: str, shape: CaseShap
     return builder.build(_parameter_counts(config, spec.family, spec.level))
 
 
+def merged_weight_bytes(config: LayerConfig, batch_size: int, element_bytes: int) -> int:
+    """Bytes MEO's merged weights take for one call: batch x d_out x d_in elements per expert matrix.
+
+    One merged matrix per sequence and per matrix of the expert (one for ``linear``
+    experts, two for ``ffn``). Merged biases (batch x d_out) and the output are left
+    out, so a measured peak above this is expected. The ``gather`` merge also keeps
+    the selected experts' copies (batch x top_k x d_out x d_in), so it lands near
+    top_k + 1 times this.
+    """
+    matrices = [(config.d_ff, config.d_model)]
+    if config.expert_kind == "ffn":
+        matrices.append((config.d_model, config.d_ff))
+    return sum(batch_size * d_out * d_in * element_bytes for d_out, d_in in matrices)
+
+
 def merged_experts(config: LayerConfig, strategy: str) -> int:
     """Experts that the MEO ``strategy`` multiplies into each merged weight: K (gather) or E (gemm)."""
     return config.top_k if strategy == "gather" else config.num_experts

@@ -19,7 +19,6 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from meobench.devices import synchronize
-from meobench.layers.config import LayerConfig
 
 
 @dataclass(frozen=True)
@@ -100,18 +99,3 @@ def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
         storage = tensor.untyped_storage()
         storages[storage.data_ptr()] = storage.nbytes()
     return sum(storages.values())
-
-
-def merged_weight_bytes(config: LayerConfig, batch_size: int, element_size: int) -> int:
-    """Bytes MEO's merged weights take for one call: batch x d_out x d_in elements per expert matrix.
-
-    One merged matrix per sequence and per matrix of the expert (one for ``linear``
-    experts, two for ``ffn``). Merged biases (batch x d_out) and the output are left
-    out, so a measured peak above this is expected. The ``gather`` merge also keeps
-    the selected experts' copies (batch x top_k x d_out x d_in), so it lands near
-    top_k + 1 times this.
-    """
-    matrices = [(config.d_ff, config.d_model)]
-    if config.expert_kind == "ffn":
-        matrices.append((config.d_model, config.d_ff))
-    return sum(batch_size * d_out * d_in * element_size for d_out, d_in in matrices)

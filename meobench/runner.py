@@ -20,13 +20,13 @@ from typing import Callable, Iterable, Iterator, Union
 import torch
 
 from meobench.cases import Case, CaseGroup
-from meobench.costmodel import CaseShape
+from meobench.costmodel import CaseShape, merged_weight_bytes
 from meobench.devices import DTYPES, device_name, dtype_unsupported_reason, synchronize, unavailable_reason
 from meobench.errors import ConfigError
 from meobench.flopcheck import count_case
 from meobench.flops import count_flops
 from meobench.layers.variants import LayerSet, reference_variant, variant_spec
-from meobench.memory import measure_peak_memory, merged_weight_bytes, tensor_bytes
+from meobench.memory import measure_peak_memory, tensor_bytes
 from meobench.profiling import ProfileSettings, profile_steps
 from meobench.results import CaseResult
 from meobench.scenario import Scenario

@@ -1,7 +1,8 @@
 import torch
 
+from meobench.costmodel import merged_weight_bytes
 from meobench.layers.config import LayerConfig
-from meobench.memory import measure_peak_memory, merged_weight_bytes, replay_allocations, tensor_bytes
+from meobench.memory import measure_peak_memory, replay_allocations, tensor_bytes
 from meobench.steps import InferenceStep, forward_function
 from tests.conftest import make_layers
 from tests.test_profiling import make_inputs
@@ -72,17 +73,17 @@ def test_tensor_bytes_counts_shared_storage_once():
 def test_merged_weight_bytes_hand_computed():
     linear = LayerConfig(num_experts=4, top_k=2, d_model=768, d_ff=3072)
     # 8 sequences x 3072 x 768 float32 elements = 18,874,368 x 4 bytes = 72 MiB.
-    assert merged_weight_bytes(linear, batch_size=8, element_size=4) == 72 * 2**20
+    assert merged_weight_bytes(linear, batch_size=8, element_bytes=4) == 72 * 2**20
     ffn = LayerConfig(num_experts=4, top_k=2, d_model=64, d_ff=128, expert_kind="ffn")
     # Two matrices, 128 x 64 and 64 x 128: 2 x (2 x 8192) elements x 2 bytes = 65,536 bytes.
-    assert merged_weight_bytes(ffn, batch_size=2, element_size=2) == 65536
+    assert merged_weight_bytes(ffn, batch_size=2, element_bytes=2) == 65536
 
 
 def test_meo_peak_near_merged_weight_model():
     layers = make_layers(d_model=64, d_ff=128, token_attention_reduction=16).eval()
     inputs = make_inputs(batch=2, seq_len=16, d_model=64)
     step = InferenceStep(forward_function(layers.build("meo-sequence", "gemm")), inputs)
-    expected = merged_weight_bytes(layers.config, batch_size=2, element_size=4)  # 2 x 128 x 64 x 4 = 64 KiB
+    expected = merged_weight_bytes(layers.config, batch_size=2, element_bytes=4)  # 2 x 128 x 64 x 4 = 64 KiB
     peak = measure_peak_memory(step, "cpu")
     # The merged weight, plus the output (2 x 16 x 128 x 4 = 16 KiB) and small routing tensors.
     assert expected <= peak.peak_bytes <= 1.5 * expected
