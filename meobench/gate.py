@@ -14,9 +14,9 @@ from typing import Any, Sequence
 
 from scipy.stats import mannwhitneyu
 
-from meobench.compare import check_comparable
+from meobench.compare import check_comparable, join_keys
 from meobench.errors import MeobenchError
-from meobench.runs import Run, case_key
+from meobench.runs import CASE_KEY, Run, case_key
 
 # Outcomes of one check, from best to worst; ``mismatch`` is a deterministic metric that changed.
 OUTCOMES = ("improvement", "pass", "ambiguous", "regression", "mismatch")
@@ -110,16 +110,19 @@ def gate_runs(baseline: Run, current: Run, settings: GateSettings, latency: bool
         report.notes += device_notes
     report.notes += [f"software stack differs: {item}" for item in comparability.stack]
     if problems:
+        hint = "Gate complete runs of the same scenario"
+        hint += "." if comparability.scenario or comparability.incomplete else ", or pass --only deterministic."
         raise NotComparableError(
-            f"{baseline.path} and {current.path} are not comparable:\n  "
-            + "\n  ".join(problems)
-            + "\nGate runs of the same scenario on the same device, or pass --only deterministic."
+            f"{baseline.path} and {current.path} are not comparable:\n  " + "\n  ".join(problems) + f"\n{hint}"
         )
 
-    current_cases = current.cases_by_key()
-    for key, base in baseline.cases_by_key().items():
+    # Without latency, a CPU baseline may gate a CUDA run, so the device string is a
+    # join key only when a run used several devices.
+    keys = tuple(join_keys([baseline, current])) if not latency else CASE_KEY
+    current_cases = current.cases_by_key(keys)
+    for key, base in baseline.cases_by_key(keys).items():
         report.checks += check_case(base, current_cases.get(key), settings, latency)
-    new_cases = case_ids_missing(baseline, current)
+    new_cases = case_ids_missing(baseline, current, keys)
     if new_cases:
         report.notes.append(
             f"{len(new_cases)} case(s) of the current run are not in the baseline: {', '.join(new_cases)}"
@@ -209,7 +212,7 @@ def mann_whitney_p(baseline: Sequence[float], current: Sequence[float]) -> float
     return float(mannwhitneyu(current, baseline, alternative="two-sided").pvalue)
 
 
-def case_ids_missing(baseline: Run, current: Run) -> list[str]:
+def case_ids_missing(baseline: Run, current: Run, keys: tuple[str, ...] = CASE_KEY) -> list[str]:
     """Case ids of the current run that the baseline lacks."""
-    known = {case_key(case) for case in baseline.cases}
-    return [str(case.get("case_id")) for case in current.cases if case_key(case) not in known]
+    known = {case_key(case, keys) for case in baseline.cases}
+    return [str(case.get("case_id")) for case in current.cases if case_key(case, keys) not in known]

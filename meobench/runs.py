@@ -57,11 +57,11 @@ class Run:
         """Device fingerprint of each device the run used, by device string (cpu, cuda:0)."""
         return self.environment.get("devices") or {}
 
-    def cases_by_key(self) -> dict[tuple[Any, ...], dict[str, Any]]:
-        """Case records by ``case_key``; a key that occurs twice raises, since joins would be ambiguous."""
+    def cases_by_key(self, keys: tuple[str, ...] = CASE_KEY) -> dict[tuple[Any, ...], dict[str, Any]]:
+        """Case records by their ``keys`` values; a key that occurs twice raises, since joins would be ambiguous."""
         cases: dict[tuple[Any, ...], dict[str, Any]] = {}
         for case in self.cases:
-            key = case_key(case)
+            key = case_key(case, keys)
             if key in cases:
                 raise MeobenchError(
                     f"{self.path}: case {case.get('case_id')} occurs twice; the file is damaged, so rerun the scenario."
@@ -70,8 +70,8 @@ class Run:
         return cases
 
 
-def case_key(case: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(case.get(name) for name in CASE_KEY)
+def case_key(case: dict[str, Any], keys: tuple[str, ...] = CASE_KEY) -> tuple[Any, ...]:
+    return tuple(case.get(name) for name in keys)
 
 
 def defining_scenario(scenario: dict[str, Any]) -> dict[str, Any]:

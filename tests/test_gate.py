@@ -224,3 +224,15 @@ def test_cli_gate_summary_lists_failures(tmp_path):
     assert "## meobench gate failed" in text
     assert "| flops | mismatch | 4831838208 | 1 |" in text
     assert "flops changed from 4831838208 to 1" in text
+
+
+def test_deterministic_gate_across_device_kinds(tmp_path):
+    # A CPU baseline gates a CUDA run's FLOPs: with one device per run, the device string does not join.
+    gpu = {"kind": "cuda", "name": "Test GPU", "compute_capability": "9.0", "sm_count": 132}
+    baseline = load_run(write_run(tmp_path / "cpu", make_document([make_case()])))
+    current_document = make_document([make_case(device="cuda", device_name="Test GPU")])
+    current_document["environment"]["devices"] = {"cuda": gpu}
+    current = load_run(write_run(tmp_path / "cuda", current_document))
+    report = gate_runs(baseline, current, SETTINGS, latency=False)
+    assert report.exit_status == 0
+    assert [check.metric for check in report.checks] == ["flops", "params", "active_params"]
