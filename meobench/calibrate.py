@@ -77,9 +77,9 @@ def cache_path(fingerprint: dict[str, Any]) -> Path:
     return cache_dir() / f"{fingerprint_digest(fingerprint)}.json"
 
 
-def load_cached(device: str) -> Calibration | None:
+def load_cached(device: str, threads: int | None = None) -> Calibration | None:
     """Read the cached calibration of ``device`` as it is now; None when none exists or it is unreadable."""
-    fingerprint = device_fingerprint(device)
+    fingerprint = device_fingerprint(device, threads)
     path = cache_path(fingerprint)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -163,11 +163,11 @@ def copy_gb_per_s(device: str, nbytes: int) -> float:
     return 2 * nbytes / measurement.min_s / 1e9
 
 
-def calibrations_for(devices: list[str]) -> dict[str, Calibration]:
+def calibrations_for(devices: list[str], threads: int | None = None) -> dict[str, Calibration]:
     """Cached calibrations of ``devices``, leaving out those never calibrated on this hardware."""
     found = {}
     for device in devices:
-        calibration = load_cached(device) if unavailable_reason(device) is None else None
+        calibration = load_cached(device, threads) if unavailable_reason(device) is None else None
         if calibration is None:
             logger.info("no calibration cached for %s; run meobench calibrate to get pct_of_peak", device)
         else:

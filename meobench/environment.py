@@ -39,10 +39,12 @@ def collect_environment(
     devices: list[str] | None = None,
     scenario_path: str | Path | None = None,
     timing: dict[str, Any] | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Versions, hardware, git state, scenario file hash, timing settings and a UTC timestamp.
 
     ``devices`` lists the devices the run used; each gets a fingerprint under ``devices``.
+    ``threads`` is the intra-op thread count the cases run with, when the scenario sets one.
     """
     system = collect_env.get_env_info()
     environment: dict[str, Any] = {
@@ -60,13 +62,13 @@ def collect_environment(
         "nvidia_driver_version": system.nvidia_driver_version,
         "cuda_available": torch.cuda.is_available(),
         **cpu_details(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": threads or torch.get_num_threads(),
         "timestamp_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if torch.cuda.is_available():
         environment["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     if devices:
-        environment["devices"] = {device: device_fingerprint(device) for device in devices}
+        environment["devices"] = {device: device_fingerprint(device, threads) for device in devices}
     if scenario_path is not None:
         environment["scenario_file"] = str(scenario_path)
         environment["scenario_sha256"] = hashlib.sha256(Path(scenario_path).read_bytes()).hexdigest()
@@ -89,7 +91,7 @@ def cpu_details() -> dict[str, Any]:
     }
 
 
-def device_fingerprint(device: str) -> dict[str, Any]:
+def device_fingerprint(device: str, threads: int | None = None) -> dict[str, Any]:
     """Describe the hardware behind ``device``: identity fields first, then state such as clocks."""
     if device.startswith("cuda") and torch.cuda.is_available():
         return _cuda_fingerprint(torch.device(device).index or 0)
@@ -99,7 +101,7 @@ def device_fingerprint(device: str) -> dict[str, Any]:
         "kind": "cpu",
         "name": cpu_model(),
         "logical_cores": psutil.cpu_count(logical=True),
-        "threads": torch.get_num_threads(),
+        "threads": threads or torch.get_num_threads(),
     }
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
+import torch
 import typer
 from rich.table import Table
 
@@ -15,10 +18,15 @@ from meobench.devices import resolve_device
 def calibrate(
     device: str = typer.Option("auto", "--device", "-d", help="Device to measure: auto, cpu, cuda, cuda:N or mps."),
     force: bool = typer.Option(False, "--force", help="Measure again even when a calibration is cached."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, help="torch intra-op threads to measure with; match the scenario's threads."
+    ),
 ) -> None:
     """Measure the device's matrix-product peak per dtype and its copy bandwidth, cached per device fingerprint."""
     check_device(device)
     device = resolve_device(device)
+    if threads:
+        torch.set_num_threads(threads)
     cached = None if force else calibration_module.load_cached(device)
     calibration = cached or calibration_module.measure(device)
     path = (

@@ -57,7 +57,7 @@ def profile(
     error_console.print(f"profiling {chosen.case_id}", highlight=False)
     result = next(Runner(spec, trace_dir=run_dir.path).iterate([chosen]))
     devices = [chosen.group.device]
-    calibrations = calibrations_for(devices)
+    calibrations = calibrations_for(devices, spec.threads)
     fill_roofline([result], calibrations)
     environment = run_environment(scenario, spec, devices)
     environment["calibration"] = {device: calibration.to_json() for device, calibration in calibrations.items()}

@@ -104,7 +104,7 @@ def run_and_report(
     interrupted = _measure_all(runner, cases, results, run_dir)
 
     fill_speedups(results)
-    calibrations = calibrations_for(devices)
+    calibrations = calibrations_for(devices, spec.threads)
     fill_roofline(results, calibrations)
     environment["calibration"] = {device: calibration.to_json() for device, calibration in calibrations.items()}
     run_dir.write_final(results, dump_scenario(spec), environment, complete=not interrupted)
@@ -124,7 +124,7 @@ def run_and_report(
 def run_environment(scenario_path: Path, spec: Scenario, devices: list[str]) -> dict[str, Any]:
     """Collect the environment a run records, with the timing settings and the timer used on each device."""
     timing = {**spec.measure.model_dump(), "timer": {device: timer_name(device) for device in devices}}
-    return collect_environment(devices, scenario_path=scenario_path, timing=timing)
+    return collect_environment(devices, scenario_path=scenario_path, timing=timing, threads=spec.threads)
 
 
 def _measure_all(runner: Runner, cases: list[Case], results: list[CaseResult], run_dir: RunDirectory) -> bool:
