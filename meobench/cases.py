@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import asdict, dataclass, fields
 
 from meobench.devices import resolve_device
@@ -74,17 +75,28 @@ def expand(scenario: Scenario, device: str | None = None) -> list[Case]:
 
     ``device`` replaces the sweep's device list; ``auto`` resolves to this machine's best device.
     """
+    cases = []
+    for combination in itertools.product(*_group_values(scenario, device)):
+        group = CaseGroup(*combination)
+        for variant in scenario.variants:
+            for strategy in strategies_for(variant, scenario.sweep.strategy):
+                cases.append(Case(group, variant, strategy))
+    return cases
+
+
+def count_cases(scenario: Scenario, device: str | None = None) -> int:
+    """Number of cases ``expand`` would list, computed without listing them."""
+    groups = math.prod(len(values) for values in _group_values(scenario, device))
+    per_group = sum(len(strategies_for(variant, scenario.sweep.strategy)) for variant in scenario.variants)
+    return groups * per_group
+
+
+def _group_values(scenario: Scenario, device: str | None) -> list[list[object]]:
+    """The swept values of each CaseGroup field, in field order, with devices resolved and deduplicated."""
     sweep = scenario.sweep
     devices = [device] if device else sweep.device
     resolved = list(dict.fromkeys(resolve_device(name) for name in devices))
-    values = [resolved if key == "device" else getattr(sweep, key) for key in GROUP_KEYS]
-    cases = []
-    for combination in itertools.product(*values):
-        group = CaseGroup(*combination)
-        for variant in scenario.variants:
-            for strategy in strategies_for(variant, sweep.strategy):
-                cases.append(Case(group, variant, strategy))
-    return cases
+    return [resolved if key == "device" else getattr(sweep, key) for key in GROUP_KEYS]
 
 
 def strategies_for(variant: str, requested: list[str]) -> list[str]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meobench import roofline
-from meobench.cases import Case
+from meobench.cases import GROUP_KEYS, Case, CaseGroup
 from meobench.flopcheck import FlopReport
 from meobench.profiling import PHASES, ProfileSummary
 from meobench.timing import Measurement
@@ -34,9 +34,16 @@ COLUMNS = (
     "forward_ms_median", "backward_ms_median", "optimizer_ms_median", "compile_s",
     # Memory:
     "peak_mem_abs_mib", "mem_negative_alloc", "mem_model_mib", "mem_model_ratio",
+    # Failure details:
+    "free_mem_mib",
 )  # fmt: skip
 
-STATUSES = ("ok", "skipped", "failed", "nan")
+# Columns filled in after the sweep, from all results and the device calibration; a result
+# rebuilt by ``from_json`` gets them computed again rather than read back.
+FILLED_AFTER_SWEEP = ("speedup_vs_moe", "pct_of_peak", "peak_bandwidth_gb_s", "bound")
+
+# ``failed``, ``oom``, ``nan`` and ``timeout`` are the failure statuses of meobench.failures.
+STATUSES = ("ok", "skipped", "failed", "oom", "nan", "timeout")
 
 
 @dataclass
@@ -79,6 +86,11 @@ class CaseResult:
     """The profiler reported more bytes freed than the call allocated (see ``warnings``)."""
     mem_model_bytes: int | None = None
     """Memory the cost model expects (MEO's merged weights), in bytes; None where the model has no estimate."""
+    free_mem_bytes: int | None = None
+    """CUDA memory free when the case failed with ``oom``; None for other statuses and devices."""
+    restored: dict[str, Any] | None = None
+    """Record this result was rebuilt from by ``from_json``. It supplies the columns and details
+    that are not rebuilt as objects (FLOP report, profile, training-step times); None otherwise."""
 
     @property
     def tokens(self) -> int:
@@ -160,11 +172,19 @@ class CaseResult:
             "mem_negative_alloc": self.mem_negative_alloc,
             "mem_model_mib": None if self.mem_model_bytes is None else self.mem_model_bytes / 2**20,
             "mem_model_ratio": self.mem_model_ratio,
+            "free_mem_mib": None if self.free_mem_bytes is None else self.free_mem_bytes / 2**20,
         }
         # arithmetic_intensity comes from the analytic cost model, which covers inference
         # only, so train-mode rows get an empty bound.
         ridge = roofline.ridge_flop_per_byte(self.peak_tflops, self.peak_bandwidth_gb_s)
         row["bound"] = roofline.bound(row.get("arithmetic_intensity"), ridge)
+        if self.restored is not None:
+            # The stored values are what this code wrote for the same case, including the
+            # columns whose source objects (FLOP report, profile) are not rebuilt.
+            row.update(
+                {column: self.restored[column] for column in COLUMNS if column in self.restored}
+                | {column: row[column] for column in FILLED_AFTER_SWEEP}
+            )
         return {column: row[column] for column in COLUMNS}
 
     def _flop_columns(self) -> dict[str, Any]:
@@ -185,9 +205,44 @@ class CaseResult:
         }
 
     def to_json(self) -> dict[str, Any]:
-        """Return the row plus the exact FLOP count, the raw latency samples in seconds and the FLOP details."""
+        """Return the row plus the values in base units that ``from_json`` reads back exactly, and the FLOP details.
+
+        The exact values are the FLOP count, peak and free memory in bytes, the
+        warnings as a list and the raw latency samples in seconds.
+        """
         record = self.to_row()
         record["flops"] = self.flops
+        record["peak_mem_bytes"] = self.peak_mem_bytes
+        record["free_mem_bytes"] = self.free_mem_bytes
+        record["warning_list"] = list(self.warnings)
         record["latency_samples_s"] = list(self.measurement.samples_s) if self.measurement else []
         record["flops_detail"] = self.flop_report.to_json() if self.flop_report else None
+        if self.restored is not None:
+            record["flops_detail"] = self.restored.get("flops_detail")
         return record
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> CaseResult:
+        """Rebuild a result from a ``to_json`` record; ``speedup_vs_moe`` is left for fill_speedups."""
+        group = CaseGroup(**{key: record[key] for key in GROUP_KEYS})
+        samples = tuple(record.get("latency_samples_s") or ())
+        measurement = Measurement(samples, record["stop_reason"]) if samples else None
+        return cls(
+            scenario=record["scenario"],
+            case=Case(group, record["variant"], record["strategy"]),
+            mode=record["mode"],
+            status=record["status"],
+            error=record.get("error") or "",
+            device_name=record.get("device_name") or "",
+            threads=record.get("threads"),
+            params=record.get("params"),
+            active_params=record.get("active_params"),
+            flops=record.get("flops"),
+            measurement=measurement,
+            peak_mem_bytes=record.get("peak_mem_bytes"),
+            peak_mem_method=record.get("peak_mem_method") or "",
+            fidelity_rel_err=record.get("fidelity_rel_err"),
+            warnings=list(record.get("warning_list") or ()),
+            free_mem_bytes=record.get("free_mem_bytes"),
+            restored=record,
+        )

@@ -4,7 +4,9 @@ For each case group the runner builds one LayerSet (shared expert bank, router a
 token attention block) and one input batch, then measures every variant on them:
 output fidelity against the MoE oracle, FLOPs, parameters, peak memory and latency.
 A case that cannot run is recorded as ``skipped`` with the reason. A case that
-raises is recorded as ``failed`` with the error, and the sweep goes on.
+raises, runs out of memory, runs past ``measure.time_limit_s`` or outputs NaN is
+recorded as ``failed``, ``oom``, ``timeout`` or ``nan`` with the error (see
+meobench.failures), and the sweep goes on.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from meobench.cases import Case, CaseGroup
 from meobench.costmodel import CaseShape, merged_weight_bytes
 from meobench.devices import DTYPES, device_name, dtype_unsupported_reason, synchronize, unavailable_reason
 from meobench.errors import ConfigError
+from meobench.failures import Failure, classify_failure, release_after_oom, time_limit
 from meobench.flopcheck import count_case
 from meobench.flops import count_flops
 from meobench.layers.variants import LayerSet, reference_variant, variant_spec
@@ -115,11 +118,23 @@ class Runner:
             for case in cases:
                 if on_case_start:
                     on_case_start(case)
-                yield self._new_result(case, status="skipped", error=reason)
+                yield self.unmeasured_result(case, "skipped", reason)
             return
 
-        layers = self._build_layers(group)
-        inputs = make_inputs(group, self.scenario, device)
+        failure = None
+        try:
+            layers = self._build_layers(group)
+            inputs = make_inputs(group, self.scenario, device)
+        except Exception as error:  # noqa: BLE001 - the group's cases fail, the sweep goes on
+            logger.exception("building the layers and inputs of %s failed", cases[0].case_id)
+            failure = classify_failure(error, device)
+        if failure is not None:
+            for case in cases:
+                if on_case_start:
+                    on_case_start(case)
+                yield self._failed_result(self._new_result(case), failure)
+            return
+
         references = _References(layers, inputs)
         try:
             for case in cases:
@@ -139,6 +154,10 @@ class Runner:
                 return LayerSet(config, seed=self.scenario.seed).to(device=group.device, dtype=DTYPES[group.dtype])
         return LayerSet(config, seed=self.scenario.seed).to(device=group.device, dtype=DTYPES[group.dtype])
 
+    def unmeasured_result(self, case: Case, status: str, error: str) -> CaseResult:
+        """The row of a case with no measurement: ``skipped`` with the reason, or a failure with the error."""
+        return self._new_result(case, status=status, error=error)
+
     def _new_result(self, case: Case, **fields: object) -> CaseResult:
         device = case.group.device
         return CaseResult(
@@ -152,16 +171,27 @@ class Runner:
 
     def _run_case(self, case: Case, layers: LayerSet, inputs: CaseInputs, references: _References) -> CaseResult:
         result = self._new_result(case)
+        failure = None
         try:
-            if self.count_only:
-                self._count(result, layers.build(case.variant, case.strategy), layers, inputs)
-            else:
-                self._measure(result, layers, inputs, references)
+            with time_limit(self.scenario.measure.time_limit_s):
+                if self.count_only:
+                    self._count(result, layers.build(case.variant, case.strategy), layers, inputs)
+                else:
+                    self._measure(result, layers, inputs, references)
         except ConfigError as error:
             result.status, result.error = "skipped", str(error)
         except Exception as error:  # noqa: BLE001 - one failing case must not end the sweep
             logger.exception("case %s failed", case.case_id)
-            result.status, result.error = "failed", _one_line(error)
+            failure = classify_failure(error, case.group.device)
+        # Outside the except block, so the traceback no longer keeps the case's tensors alive.
+        if failure is not None:
+            self._failed_result(result, failure)
+        return result
+
+    def _failed_result(self, result: CaseResult, failure: Failure) -> CaseResult:
+        result.status, result.error, result.free_mem_bytes = failure.status, failure.error, failure.free_mem_bytes
+        if failure.status == "oom":
+            release_after_oom(result.case.group.device)
         return result
 
     def _count(self, result: CaseResult, module: torch.nn.Module, layers: LayerSet, inputs: CaseInputs) -> None:
@@ -313,7 +343,3 @@ def _release_memory(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
 
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -21,6 +21,8 @@ from meobench.layers.variants import VARIANTS
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Per-case limit: far above the 2 s default timing budget, so it stops hung cases, not slow ones.
+DEFAULT_TIME_LIMIT_S = 600.0
 
 
 class _Strict(BaseModel):
@@ -103,6 +105,12 @@ class MeasureOptions(_Strict):
     profile_warmup: int = Field(default=1, ge=0, description="Profiler schedule: calls recorded and discarded.")
     profile_active: int = Field(
         default=3, ge=0, description="Profiler schedule: calls the phase times average over (0 turns phases off)."
+    )
+    time_limit_s: float | None = Field(
+        default=DEFAULT_TIME_LIMIT_S,
+        gt=0,
+        allow_inf_nan=False,
+        description="Wall-clock limit for one case, in seconds; a case over it gets status timeout. null: no limit.",
     )
 
     @model_validator(mode="after")
@@ -188,7 +196,8 @@ class Scenario(_Strict):
             if not value:
                 raise ValueError("is an empty list; name at least one variant")
             for variant in value:
-                if variant not in VARIANTS:
+                # A non-string item is left to the list[str] type check, which names its position.
+                if isinstance(variant, str) and variant not in VARIANTS:
                     raise ValueError(
                         f"contains unknown variant {variant!r}{_did_you_mean(str(variant), VARIANTS)}; "
                         f"valid variants: {', '.join(VARIANTS)}"
@@ -254,13 +263,19 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     try:
         document = yaml.safe_load(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.constructor.ConstructorError as error:
+        # safe_load builds only plain data; a Python tag (!!python/object, ...) ends here.
+        raise ScenarioError(
+            f"{source}{_mark(error)}: YAML tag rejected: {error.problem}. "
+            "Scenario files are plain data; remove the tag."
+        ) from None
     except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         problem = error.problem or error.context or "invalid YAML"
-        raise ScenarioError(f"{source}{where}: YAML syntax error: {problem}. Fix the YAML at that position.") from None
+        raise ScenarioError(f"{source}{_mark(error)}: YAML syntax error: {problem}. Fix the YAML at that position.") from None
     except yaml.YAMLError as error:
         raise ScenarioError(f"{source}: YAML error: {error}.") from None
+    except RecursionError:
+        raise ScenarioError(f"{source}: the YAML is nested too deeply to read; a scenario nests three levels at most (sweep: key: [values]).") from None
     if not isinstance(document, dict):
         kind = "empty" if document is None else f"a {type(document).__name__}"
         raise ScenarioError(
@@ -276,6 +291,12 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         lines += [_located(root, loc, message) for loc, message in problems]
         raise ScenarioError("\n".join(lines))
     return scenario
+
+
+def _mark(error: yaml.MarkedYAMLError) -> str:
+    """``:line:column`` of a YAML error (1-based), or nothing when PyYAML gives no position."""
+    mark = error.problem_mark or error.context_mark
+    return f":{mark.line + 1}:{mark.column + 1}" if mark else ""
 
 
 def _problem_header(source: str, count: int) -> str:

@@ -74,7 +74,7 @@ def out_option() -> typer.models.OptionInfo:
         None,
         "--out",
         "-o",
-        help="Run directory for results.csv, results.json and results.jsonl. "
+        help="New run directory for results.csv, results.json and results.jsonl; it must not exist or be empty. "
         "Default: reports/<scenario name>/<UTC timestamp>/.",
     )
 

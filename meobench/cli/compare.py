@@ -19,6 +19,7 @@ from meobench.cli.common import EXIT_FAILED_CASES, EXIT_INTERRUPTED, app, consol
 from meobench.cli.run import run_and_report
 from meobench.compare import METRICS, check_comparable, comparison_frame, join_keys
 from meobench.errors import MeobenchError
+from meobench.failures import FAILURE_STATUSES
 from meobench.gate import GateReport, GateSettings, NotComparableError, gate_runs
 from meobench.report import markdown_table
 from meobench.rundir import RunDirectory
@@ -271,7 +272,7 @@ def baseline_update(
         if interrupted:
             error_console.print("The baseline was not updated because the run was interrupted.")
             raise typer.Exit(EXIT_INTERRUPTED)
-        if frame["status"].isin(["failed", "nan"]).any():
+        if frame["status"].isin(FAILURE_STATUSES).any():
             error_console.print("The baseline was not updated because a case failed; fix it and run this again.")
             raise typer.Exit(EXIT_FAILED_CASES)
         target.mkdir(parents=True, exist_ok=True)

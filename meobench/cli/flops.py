@@ -45,7 +45,7 @@ def flops(
     check_device(device)
     spec = load_scenario(scenario)
     cases = expand(spec, device)
-    run_dir = RunDirectory(out or default_run_dir(spec.name))
+    run_dir = RunDirectory.create(out or default_run_dir(spec.name))
     started = time.perf_counter()
     frame, interrupted = run_and_report(scenario, spec, cases, run_dir, count_only=True, columns=FLOPS_TABLE_COLUMNS)
     console.print(f"Counted {len(frame)} cases in {time.perf_counter() - started:.1f} s.", highlight=False)

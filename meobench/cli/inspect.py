@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 import meobench
-from meobench.cases import expand
+from meobench.cases import count_cases
 from meobench.cli.common import app, console, reports_errors
 from meobench.devices import resolve_device
 from meobench.environment import collect_environment
@@ -25,8 +25,7 @@ def validate(
 ) -> None:
     """Check a scenario file and report its number of cases, without running anything."""
     spec = load_scenario(scenario)
-    cases = expand(spec)
-    console.print(f"{scenario}: valid scenario {spec.name!r} with {len(cases)} cases.", highlight=False)
+    console.print(f"{scenario}: valid scenario {spec.name!r} with {count_cases(spec)} cases.", highlight=False)
 
 
 @app.command("list")
