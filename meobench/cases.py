@@ -92,7 +92,7 @@ def count_cases(scenario: Scenario, device: str | None = None) -> int:
 
 
 def _group_values(scenario: Scenario, device: str | None) -> list[list[object]]:
-    """The swept values of each CaseGroup field, in field order, with devices resolved and deduplicated."""
+    """List the swept values of each CaseGroup field, in field order, with devices resolved and deduplicated."""
     sweep = scenario.sweep
     devices = [device] if device else sweep.device
     resolved = list(dict.fromkeys(resolve_device(name) for name in devices))

@@ -1,4 +1,4 @@
-"""How a case fails: the status of an exception, the per-case time limit, and recovery after out-of-memory.
+"""Failure handling for one case: the status of an exception, the per-case time limit, recovery after out-of-memory.
 
 Statuses of a case that did not finish (``nan`` is set by the runner from the output):
 - ``oom``: the device or host ran out of memory;
@@ -57,7 +57,7 @@ def classify_failure(error: BaseException, device: str) -> Failure:
 
 
 def is_out_of_memory(error: BaseException) -> bool:
-    """Whether ``error`` reports a failed allocation on any device."""
+    """Return whether ``error`` reports a failed allocation on any device."""
     if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
         return True
     message = str(error).lower()
@@ -79,6 +79,8 @@ def free_device_memory(device: str) -> int | None:
 
 def release_after_oom(device: str) -> None:
     """Return the cached blocks of a failed case to the device, so the next case starts from a clean cache.
+
+    NOTE: the CUDA branch here and in free_device_memory has not run on a GPU yet.
 
     Call it after the ``except`` block has ended: until then the traceback keeps the
     failed case's tensors alive, and emptying the cache would free nothing.
@@ -104,7 +106,9 @@ def time_limit(seconds: float | None) -> Iterator[None]:
     or C call is not cut short, and ``--isolate`` kills such a case from outside.
     Without SIGALRM (Windows) or outside the main thread, the block runs without a limit.
     """
-    usable = seconds is not None and hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
+    usable = (
+        seconds is not None and hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
+    )
     if not usable:
         if seconds is not None:
             logger.info("the time limit of %s s is not enforced here (no SIGALRM in this thread)", seconds)
@@ -132,4 +136,3 @@ def one_line(error: BaseException) -> str:
     """``ExceptionType: message`` with the message's whitespace collapsed to single spaces."""
     text = " ".join(str(error).split())
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
-

@@ -44,7 +44,7 @@ ChildEntry = Callable[[dict[str, Any], Case, Connection, dict[str, int], dict[st
 
 
 def isolate_by_default(devices: Iterable[str]) -> bool:
-    """Whether cases on ``devices`` run in child processes when neither --isolate nor --no-isolate is given."""
+    """Decide whether cases on ``devices`` run in child processes when neither --isolate nor --no-isolate is given."""
     return any(device.startswith("cuda") for device in devices)
 
 
@@ -99,7 +99,7 @@ class IsolatedRunner:
                 yield self._run_in_child(case)
 
     def _skip_reason(self, group: CaseGroup) -> str | None:
-        """The skip reasons found without touching the device, so no child starts for them.
+        """Find the skip reasons that need no device access, so that no child starts for those cases.
 
         The child checks the dtype on the device itself (runner.skip_reason).
         """
@@ -160,7 +160,7 @@ class IsolatedRunner:
 
 
 def _death(process: multiprocessing.process.BaseProcess) -> str:
-    """How a child that sent no result ended: the signal that killed it, or its exit status."""
+    """Describe how a child that sent no result ended: the signal that killed it, or its exit status."""
     process.join(timeout=10)
     code = process.exitcode
     if code is None:

@@ -1,9 +1,9 @@
 """Resuming a run: which cases of a run directory are finished, and which to run again.
 
-A finished case is kept when its record has the same case id (every case parameter),
-the same settings fingerprint (mode, seed, layer and measure options) and the same
-environment fingerprint (software versions, hardware, threads, git commit) as the
-new run. Every other record is superseded: moved out of results.jsonl so that
+A finished case is kept when its record matches the new run in three ways. The case
+id matches (it encodes every case parameter). The settings fingerprint matches (mode,
+seed, layer and measure options). The environment fingerprint matches (software
+versions, hardware, threads, git commit). Every other record is superseded: moved out of results.jsonl so that
 the run directory ends with exactly one record per case.
 """
 
@@ -63,7 +63,7 @@ def _digest(data: dict[str, Any]) -> str:
 
 @dataclass
 class ResumePlan:
-    """What a resumed run keeps, runs and supersedes."""
+    """The cases a resumed run keeps, runs and supersedes."""
 
     finished: list[CaseResult]
     """Results of the kept records, in record order."""
@@ -86,20 +86,20 @@ def plan_resume(
 ) -> ResumePlan:
     """Split ``cases`` into finished and to run, given the records of an earlier run.
 
-    ``fingerprints`` holds ``settings_fingerprint`` and ``environment_fingerprint`` of
+    ``fingerprints`` contains ``settings_fingerprint`` and ``environment_fingerprint`` of
     the new run. With ``retry_failed``, records with a failure status are superseded
     and their cases run again.
     """
-    wanted = {case.case_id for case in cases}
+    expected_ids = {case.case_id for case in cases}
     kept: dict[str, tuple[dict[str, Any], CaseResult]] = {}
     plan = ResumePlan(finished=[], kept_records=[], to_run=[])
     for record in records:
         if record.get("scenario") != scenario.name:
             raise MeobenchError(
-                f"--resume: the run directory holds cases of scenario {record.get('scenario')!r}, "
+                f"--resume: the run directory contains cases of scenario {record.get('scenario')!r}, "
                 f"not {scenario.name!r}; give the scenario file of that run, or use --out for a new run."
             )
-        reason = _supersede_reason(record, wanted, fingerprints, retry_failed)
+        reason = _supersede_reason(record, expected_ids, fingerprints, retry_failed)
         result = None
         if reason is None:
             try:
@@ -124,9 +124,9 @@ def plan_resume(
 
 
 def _supersede_reason(
-    record: dict[str, Any], wanted: set[str], fingerprints: dict[str, str], retry_failed: bool
+    record: dict[str, Any], expected_ids: set[str], fingerprints: dict[str, str], retry_failed: bool
 ) -> str | None:
-    if record.get("case_id") not in wanted:
+    if record.get("case_id") not in expected_ids:
         return "case not in this sweep"
     if record.get("environment_fingerprint") != fingerprints["environment_fingerprint"]:
         return "measured in another environment"

@@ -65,7 +65,9 @@ class RunDirectory:
         try:
             run_dir.path.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise MeobenchError(f"{option} {path}: cannot create the directory ({error}); choose another path.") from None
+            raise MeobenchError(
+                f"{option} {path}: cannot create the directory ({error}); choose another path."
+            ) from None
         run_dir.check_writable(option)
         return run_dir
 
@@ -84,7 +86,7 @@ class RunDirectory:
         return run_dir
 
     def is_run_directory(self) -> bool:
-        """Whether the folder holds files that meobench run writes."""
+        """Return whether the folder contains files that ``meobench run`` writes."""
         return self.jsonl_path.is_file() or self.json_path.is_file()
 
     def check_writable(self, option: str) -> None:
@@ -118,7 +120,9 @@ class RunDirectory:
         data = self.jsonl_path.read_bytes()
         complete = data[: data.rfind(b"\n") + 1]
         if len(complete) < len(data):
-            logger.warning("%s: dropping an incomplete last line (%d bytes)", self.jsonl_path, len(data) - len(complete))
+            logger.warning(
+                "%s: dropping an incomplete last line (%d bytes)", self.jsonl_path, len(data) - len(complete)
+            )
             with self.jsonl_path.open("r+b") as handle:
                 handle.truncate(len(complete))
         records = []

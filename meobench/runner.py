@@ -155,7 +155,7 @@ class Runner:
         return LayerSet(config, seed=self.scenario.seed).to(device=group.device, dtype=DTYPES[group.dtype])
 
     def unmeasured_result(self, case: Case, status: str, error: str) -> CaseResult:
-        """The row of a case with no measurement: ``skipped`` with the reason, or a failure with the error."""
+        """Build the row of a case with no measurement: ``skipped`` with the reason, or a failure with the error."""
         return self._new_result(case, status=status, error=error)
 
     def _new_result(self, case: Case, **fields: object) -> CaseResult:

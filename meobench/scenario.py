@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from meobench.errors import ScenarioError
 from meobench.layers.config import ACTIVATIONS, EXPERT_KINDS
@@ -51,12 +51,13 @@ class Sweep(_Strict):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _scalar_to_list(cls, value: Any) -> Any:
+    def _scalar_to_list(cls, value: Any, info: ValidationInfo) -> Any:
         if value is None:
             raise ValueError("is empty; give a value or a list of values")
         if not isinstance(value, list):
             return [value]
-        if not value:
+        # An empty strategy list means each variant's default strategy, so it still gives cases.
+        if not value and info.field_name != "strategy":
             raise ValueError("is an empty list, so the sweep would have no cases; give at least one value")
         return value
 
@@ -271,11 +272,16 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         ) from None
     except yaml.MarkedYAMLError as error:
         problem = error.problem or error.context or "invalid YAML"
-        raise ScenarioError(f"{source}{_mark(error)}: YAML syntax error: {problem}. Fix the YAML at that position.") from None
+        raise ScenarioError(
+            f"{source}{_mark(error)}: YAML syntax error: {problem}. Fix the YAML at that position."
+        ) from None
     except yaml.YAMLError as error:
         raise ScenarioError(f"{source}: YAML error: {error}.") from None
     except RecursionError:
-        raise ScenarioError(f"{source}: the YAML is nested too deeply to read; a scenario nests three levels at most (sweep: key: [values]).") from None
+        raise ScenarioError(
+            f"{source}: the YAML is nested too deeply to read; a scenario nests three levels at most "
+            "(sweep: key: [values])."
+        ) from None
     if not isinstance(document, dict):
         kind = "empty" if document is None else f"a {type(document).__name__}"
         raise ScenarioError(

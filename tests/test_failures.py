@@ -126,9 +126,7 @@ def test_case_over_time_limit_times_out(tmp_path):
     result, rows = run_cli(tmp_path, tiny_scenario(["fault-sleep", "fault-raise"]), "--time-limit", "2")
     assert result.exit_code == 1, result.output
     assert rows["fault-sleep"]["status"] == "timeout"
-    assert rows["fault-sleep"]["error"] == (
-        "case timed out after 2 s (limit measure.time_limit_s or --time-limit)"
-    )
+    assert rows["fault-sleep"]["error"] == ("case timed out after 2 s (limit measure.time_limit_s or --time-limit)")
     # The sweep went on to the next case.
     assert rows["fault-raise"]["status"] == "failed"
 

@@ -149,3 +149,8 @@ def test_expand_uses_default_strategy():
 def test_device_override_resolves_auto():
     cases = expand(parse_scenario(MINIMAL + "sweep: {device: [cuda]}\n"), device="cpu")
     assert {c.group.device for c in cases} == {"cpu"}
+
+
+def test_empty_strategy_list_means_defaults():
+    scenario = parse_scenario(MINIMAL + "sweep:\n  strategy: []\n  device: cpu\n")
+    assert [(c.variant, c.strategy) for c in expand(scenario)] == [("dense", "none"), ("moe-token", "loop")]

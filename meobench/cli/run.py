@@ -328,7 +328,7 @@ def _print_resume_plan(plan: ResumePlan, run_dir: RunDirectory) -> None:
 def _resume_command(
     scenario: Path, run_dir: RunDirectory, device: Optional[str], isolate: Optional[bool], time_limit: Optional[float]
 ) -> str:
-    """The ``meobench run`` command line that continues this run with the same options."""
+    """Build the ``meobench run`` command line that continues this run with the same options."""
     parts = ["meobench", "run", str(scenario), "--resume", str(run_dir.path)]
     if device:
         parts += ["--device", device]
