@@ -74,11 +74,15 @@ def child_entry(*args):
 
 
 def tiny_scenario(strategies, **measure):
-    """Scenario text with moe-token on the given strategies and shapes that run in milliseconds."""
+    """Scenario text with moe-token on the given strategies and shapes that run in milliseconds.
+
+    It runs in train mode because the analytic cost model, which inference mode checks
+    first, knows only the shipped strategies and would fail every fault case the same way.
+    """
     options = {"warmup": 0, "min_repeats": 1, "max_repeats": 2, "max_time_s": 0.05, **measure}
     measure_text = ", ".join(f"{key}: {value}" for key, value in options.items())
     return (
-        "name: faults\nvariants: [moe-token]\n"
+        "name: faults\nvariants: [moe-token]\nmode: train\n"
         f"sweep: {{num_experts: 2, top_k: 1, batch_size: 1, seq_len: 4, d_model: 8, d_ff: 8, "
         f"strategy: [{', '.join(strategies)}], device: cpu}}\n"
         f"measure: {{{measure_text}}}\n"
