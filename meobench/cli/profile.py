@@ -53,7 +53,7 @@ def profile(
         )
     chosen = find_case(expand(spec, device), case, scenario)
 
-    run_dir = RunDirectory(out or default_run_dir(spec.name))
+    run_dir = RunDirectory.create(out or default_run_dir(spec.name))
     error_console.print(f"profiling {chosen.case_id}", highlight=False)
     result = next(Runner(spec, trace_dir=run_dir.path).iterate([chosen]))
     devices = [chosen.group.device]
