@@ -173,3 +173,27 @@ def test_resume_retries_failed_cases(tmp_path, monkeypatch):
     superseded = (out / "results.superseded.jsonl").read_text().splitlines()
     assert [json.loads(line)["status"] for line in superseded] == ["failed"]
     assert json.loads((out / "results.json").read_text())["complete"] is True
+
+
+def test_resumed_rows_keep_their_values(tmp_path):
+    """A kept case's CSV row after --resume equals its row before, FLOP and profile columns included."""
+    scenario = tmp_path / "inference.yaml"
+    scenario.write_text(tiny_scenario(["loop", "dense"]).replace("mode: train\n", ""))
+    out = tmp_path / "out"
+    first = runner.invoke(app, ["run", str(scenario), "--out", str(out)])
+    assert first.exit_code == 0, first.output
+    before = rows_of(out)
+    # Keep only the first record, as if the run had been killed after one case.
+    lines = (out / "results.jsonl").read_text().splitlines()
+    (out / "results.jsonl").write_text(lines[0] + "\n")
+
+    resumed = runner.invoke(app, ["run", str(scenario), "--resume", str(out)])
+    assert resumed.exit_code == 0, resumed.output
+    assert "1 cases finished, 1 to run" in resumed.output
+    after = rows_of(out)
+    assert [row["case_id"] for row in after] == [row["case_id"] for row in before]
+    assert before[0]["gflops_analytic"] != ""
+    changing = {"speedup_vs_moe"}  # recomputed from the second case's new latency
+    assert {k: v for k, v in after[0].items() if k not in changing} == {
+        k: v for k, v in before[0].items() if k not in changing
+    }
