@@ -5,13 +5,20 @@
 Shape legend: B sequences, L tokens per sequence, D input width of a matrix,
 F its output width, E experts, K top_k.
 
-A merge strategy takes one stacked linear (weight [E, F, D], bias [E, F] or None)
-and a routing with one decision per sequence, and returns W_hat [B, F, D] and
-b_hat [B, F] or None. Register a new one with ``@register_merge("name")``.
+A MEO strategy runs one stacked linear (weight [E, F, D], bias [E, F] or None)
+under a routing with one decision per sequence: x [B, L, D] -> y [B, L, F].
+Its merge work runs under the profiler label ``merge`` and its matrix product
+with the merged weight under ``expert``. Two kinds register in one registry:
+
+- ``@register_merge("name")`` takes a merge function that returns W_hat
+  [B, F, D] and b_hat [B, F] or None; ``apply_merged`` then applies them.
+- ``@register_merge_and_apply("name")`` takes a function that does both steps
+  itself, as ``fused`` does so that it never writes the full W_hat.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
@@ -25,9 +32,37 @@ from meobench.layers.token_attention import TokenAttention
 from meobench.registry import Registry
 
 Merged = tuple[torch.Tensor, torch.Tensor | None]
-MergeStrategy = Callable[[StackedLinear, Routing], Merged]
-MERGE_STRATEGIES: Registry[MergeStrategy] = Registry("merge strategy")
-register_merge = MERGE_STRATEGIES.register
+MergeFunction = Callable[[StackedLinear, Routing], Merged]
+MEOStrategy = Callable[[StackedLinear, Routing, torch.Tensor], torch.Tensor]
+MERGE_STRATEGIES: Registry[MEOStrategy] = Registry("merge strategy")
+register_merge_and_apply = MERGE_STRATEGIES.register
+
+# Bytes of the B merged weight tiles that ``fused`` builds at once. On CPU they
+# should stay in the per-core L2 cache (1 MiB per core on the AMD EPYC the
+# benchmark records in docs/performance.md).
+# NOTE: the CUDA budget is an estimate sized for a GPU L2 of tens of MiB; it has
+# not been measured on a GPU.
+FUSED_TILE_BYTES = {"cpu": 1 << 20, "cuda": 32 << 20}
+FUSED_TILE_BYTES_OTHER = 4 << 20
+# Tiles are a multiple of this many rows of d_out, so that matrix products keep full vector widths.
+FUSED_TILE_ROW_MULTIPLE = 16
+
+
+def register_merge(name: str) -> Callable[[MergeFunction], MergeFunction]:
+    """Register a merge function as a strategy that merges, then applies with ``apply_merged``."""
+
+    def decorator(merge: MergeFunction) -> MergeFunction:
+        @functools.wraps(merge)
+        def merge_then_apply(linear: StackedLinear, routing: Routing, x: torch.Tensor) -> torch.Tensor:
+            with record_function("merge"):
+                merged = merge(linear, routing)
+            with record_function("expert"):
+                return apply_merged(x, merged)
+
+        register_merge_and_apply(name)(merge_then_apply)
+        return merge
+
+    return decorator
 
 
 @register_merge("gather")
@@ -61,6 +96,73 @@ def apply_merged(x: torch.Tensor, merged: Merged) -> torch.Tensor:
     if bias is None:
         return torch.bmm(x, weight.transpose(1, 2))
     return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+
+
+@register_merge_and_apply("fused")
+def run_fused(linear: StackedLinear, routing: Routing, x: torch.Tensor) -> torch.Tensor:
+    """Merge and apply a tile of d_out rows at a time, so the full merged weight is never written.
+
+    Each tile's merged weights [B, rows, D] are used by the matrix product while
+    they are still in cache; the stacked experts are read from memory once.
+    """
+    num_experts, d_out, d_in = linear.weight.shape
+    batch, seq_len, _ = x.shape
+    gates = routing.dense_gates(num_experts)  # [B, E]
+    rows = fused_tile_rows(batch, d_in, d_out, x)
+    out = x.new_empty(batch, seq_len, d_out)
+    for start in range(0, d_out, rows):
+        stop = min(start + rows, d_out)
+        with record_function("merge"):
+            # [E, rows, D] -> [E, rows*D] is a view: each expert's rows are contiguous.
+            weight_tile = linear.weight[:, start:stop].flatten(1)
+            merged_weight = (gates @ weight_tile).view(batch, stop - start, d_in)
+            merged_bias = None if linear.bias is None else gates @ linear.bias[:, start:stop]
+        with record_function("expert"):
+            out[:, :, start:stop] = apply_merged(x, (merged_weight, merged_bias))
+    return out
+
+
+def fused_tile_rows(batch: int, d_in: int, d_out: int, x: torch.Tensor) -> int:
+    """Rows of d_out per ``fused`` tile: B merged tiles fit FUSED_TILE_BYTES of the device type."""
+    budget = FUSED_TILE_BYTES.get(x.device.type, FUSED_TILE_BYTES_OTHER)
+    rows = budget // (batch * d_in * x.element_size())
+    rows = max(FUSED_TILE_ROW_MULTIPLE, rows // FUSED_TILE_ROW_MULTIPLE * FUSED_TILE_ROW_MULTIPLE)
+    return min(rows, d_out)
+
+
+def merge_traffic(strategy: str, batch: int, top_k: int, num_experts: int) -> int:
+    """Estimated memory traffic of a strategy for one linear, in expert-sized matrices (F*D elements).
+
+    gather reads K experts per sequence, writes and rereads that [B, K, F, D] copy,
+    then writes W_hat and rereads it to apply it. gemm reads every expert once and
+    writes and rereads W_hat. fused reads every expert once and keeps its tiles in cache.
+    """
+    if strategy == "gather":
+        return 3 * batch * top_k + 2 * batch
+    if strategy == "gemm":
+        return num_experts + 2 * batch
+    if strategy == "fused":
+        return num_experts
+    raise ConfigError(f"merge strategy {strategy!r} has no traffic estimate; use gather, gemm or fused.")
+
+
+def choose_merge(batch: int, top_k: int, num_experts: int) -> str:
+    """Pick the strategy with the least estimated memory traffic; ties go to the earlier of fused, gemm, gather.
+
+    Merging is memory-bound (2 FLOPs per weight element read per sequence), so
+    bytes moved, not FLOPs, rank the strategies. gather wins only when B*K is small
+    against E, as when one sequence is decoded with a large bank.
+    """
+    candidates = ("fused", "gemm", "gather")
+    return min(candidates, key=lambda name: merge_traffic(name, batch, top_k, num_experts))
+
+
+@register_merge_and_apply("auto")
+def run_auto(linear: StackedLinear, routing: Routing, x: torch.Tensor) -> torch.Tensor:
+    """Choose gather, gemm or fused per call from the shapes, by estimated memory traffic."""
+    batch, top_k = routing.indices.shape
+    chosen = choose_merge(batch, top_k, linear.num_experts)
+    return MERGE_STRATEGIES[chosen](linear, routing, x)
 
 
 class MEOLayer(RoutedLayer):
@@ -102,11 +204,9 @@ class MEOLayer(RoutedLayer):
             routing_level = "sequence"
         with record_function("router"):
             routing = self.router(x, routing_level, attention_mask, task_ids)
-        with record_function("merge"):
-            merged = [MERGE_STRATEGIES[self.merge](linear, routing) for linear in self.bank.linears]
-        with record_function("expert"):
-            for position, merged_linear in enumerate(merged):
-                if position > 0:
-                    x = self.bank.activation(x)
-                x = apply_merged(x, merged_linear)
+        strategy = MERGE_STRATEGIES[self.merge]
+        for position, linear in enumerate(self.bank.linears):
+            if position > 0:
+                x = self.bank.activation(x)
+            x = strategy(linear, routing, x)
         return x, routing

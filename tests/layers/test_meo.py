@@ -2,6 +2,8 @@ import pytest
 import torch
 
 from meobench.layers import MERGE_STRATEGIES
+from meobench.layers import meo
+from meobench.layers.meo import choose_merge, fused_tile_rows, merge_traffic
 from meobench.runner import relative_error
 from tests.conftest import make_layers
 
@@ -22,13 +24,78 @@ def test_meo_equals_moe_for_linear_experts(merge, level, num_experts, top_k):
     assert relative_error(y, reference) < 1e-5
 
 
-def test_merge_strategies_agree():
-    layers = make_layers(num_experts=6, top_k=3, expert_kind="ffn").eval()
-    x = torch.randn(2, 5, 32)
+@pytest.mark.parametrize("merge", sorted(MERGE_STRATEGIES))
+@pytest.mark.parametrize(
+    "num_experts, top_k, batch, seq_len, d_ff, kind",
+    [
+        (6, 3, 2, 5, 48, "ffn"),
+        (5, 2, 3, 1, 40, "ffn"),  # one token per sequence
+        (7, 7, 1, 3, 40, "linear"),  # every expert selected
+        (3, 1, 4, 6, 33, "linear"),  # odd d_out
+    ],
+)
+def test_merge_strategies_agree_with_gather(merge, num_experts, top_k, batch, seq_len, d_ff, kind):
+    # For ffn experts MEO differs from MoE, so the reference is the reference code's gather merge.
+    layers = make_layers(num_experts=num_experts, top_k=top_k, d_ff=d_ff, expert_kind=kind).eval()
+    x = torch.randn(batch, seq_len, 32)
     with torch.no_grad():
-        gather = layers.build("meo-sequence", "gather")(x)
+        y = layers.build("meo-sequence", merge)(x)
+        reference = layers.build("meo-sequence", "gather")(x)
+    assert y.shape == (batch, seq_len, layers.config.d_out)
+    torch.testing.assert_close(y, reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["linear", "ffn"])
+def test_fused_over_ragged_tiles(monkeypatch, kind):
+    # B=3, D=32, fp32: a 3*32*4*16-byte budget gives 16-row tiles, so d_ff=40 runs as tiles of 16, 16 and 8.
+    monkeypatch.setitem(meo.FUSED_TILE_BYTES, "cpu", 3 * 32 * 4 * 16)
+    layers = make_layers(num_experts=5, top_k=2, d_ff=40, expert_kind=kind).eval()
+    x = torch.randn(3, 4, 32)
+    assert fused_tile_rows(3, 32, 40, x) == 16
+    with torch.no_grad():
+        fused = layers.build("meo-sequence", "fused")(x)
         gemm = layers.build("meo-sequence", "gemm")(x)
-    torch.testing.assert_close(gather, gemm, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fused, gemm, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_tile_rows_budget(monkeypatch):
+    monkeypatch.setitem(meo.FUSED_TILE_BYTES, "cpu", 1 << 20)
+    x = torch.zeros(1)
+    # 1 MiB / (8 sequences * 768 inputs * 4 bytes) = 42.7 rows, rounded down to a multiple of 16: 32.
+    assert fused_tile_rows(8, 768, 3072, x) == 32
+    # 1 MiB / (64 * 4096 * 4) = 1 row, raised to the 16-row minimum.
+    assert fused_tile_rows(64, 4096, 3072, x) == 16
+    # Never more rows than d_out.
+    assert fused_tile_rows(1, 8, 24, x) == 24
+
+
+def test_merge_traffic_counts():
+    # B=8, K=4, E=16: gather 3*8*4 + 2*8 = 112, gemm 16 + 2*8 = 32, fused 16 matrices.
+    assert merge_traffic("gather", 8, 4, 16) == 112
+    assert merge_traffic("gemm", 8, 4, 16) == 32
+    assert merge_traffic("fused", 8, 4, 16) == 16
+
+
+@pytest.mark.parametrize(
+    "batch, top_k, num_experts, expected",
+    [
+        (8, 4, 16, "fused"),  # fused 16 < gather 112
+        (1, 1, 16, "gather"),  # gather 3 + 2 = 5 < fused 16
+        (1, 2, 8, "fused"),  # gather 6 + 2 = 8 ties fused 8; ties go to fused
+        (2, 1, 64, "gather"),  # gather 6 + 4 = 10 < fused 64
+    ],
+)
+def test_auto_choice(batch, top_k, num_experts, expected):
+    assert choose_merge(batch, top_k, num_experts) == expected
+
+
+def test_profiler_phases_of_fused():
+    layers = make_layers(num_experts=4, top_k=2).eval()
+    module = layers.build("meo-sequence", "fused")
+    with torch.no_grad(), torch.profiler.profile() as profile:
+        module(torch.randn(2, 5, 32))
+    names = {event.key for event in profile.key_averages()}
+    assert {"router", "merge", "expert"} <= names
 
 
 def test_merged_weight_is_gate_weighted_sum():

@@ -3,6 +3,7 @@ import torch
 
 from meobench.errors import ConfigError
 from meobench.layers import MOE_STRATEGIES, MoELayer, register_strategy
+from meobench.layers.moe import dispatch, grouped_mm_unsupported_reason
 from tests.conftest import make_layers
 
 SHAPES = [
@@ -11,6 +12,8 @@ SHAPES = [
     (4, 2, 3, 7, "linear"),
     (8, 8, 1, 4, "linear"),
     (6, 3, 2, 5, "ffn"),
+    (5, 2, 3, 7, "ffn"),
+    (7, 1, 1, 1, "linear"),  # one token: most experts get an empty segment
 ]
 
 
@@ -52,10 +55,53 @@ def test_one_expert_equals_dense_layer():
 
 def test_unknown_strategy_lists_choices():
     layers = make_layers()
-    with pytest.raises(ConfigError, match="choose one of dense, loop"):
-        MoELayer(layers.bank, layers.router, "token", "grouped")
+    with pytest.raises(ConfigError, match="choose one of dense, grouped, loop"):
+        MoELayer(layers.bank, layers.router, "token", "scatter")
 
 
 def test_registry_rejects_duplicate_name():
     with pytest.raises(ValueError, match="already registered"):
         register_strategy("loop")(lambda *args: None)
+
+
+def test_dispatch_sorts_pairs_by_expert():
+    # Tokens 0, 1, 2 pick experts (2, 0), (0, 1), (2, 1); sorted by expert, stably:
+    # expert 0 <- token 0 slot 1, token 1 slot 0; expert 1 <- token 1, token 2; expert 2 <- token 0, token 2.
+    indices = torch.tensor([[2, 0], [0, 1], [2, 1]])
+    weights = torch.tensor([[0.6, 0.4], [0.7, 0.3], [0.9, 0.1]])
+    pairs = dispatch(weights, indices, num_experts=4)
+    assert pairs.token_of_slot.tolist() == [0, 1, 1, 2, 0, 2]
+    assert pairs.expert_of_slot.tolist() == [0, 0, 1, 1, 2, 2]
+    torch.testing.assert_close(pairs.gate_of_slot.flatten(), torch.tensor([0.4, 0.7, 0.3, 0.1, 0.6, 0.9]))
+    assert pairs.counts == [2, 2, 2, 0]
+    assert list(pairs.segments()) == [(0, 0, 2), (1, 2, 4), (2, 4, 6)]  # expert 3 has no segment
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind", ["linear", "ffn"])
+def test_grouped_matches_loop_in_dtype(dtype, kind):
+    # float64 takes the per-segment path, float32 torch._grouped_mm where the build has it.
+    layers = make_layers(num_experts=6, top_k=3, expert_kind=kind).to(dtype).eval()
+    x = torch.randn(2, 9, 32, dtype=dtype)
+    with torch.no_grad():
+        grouped = layers.build("moe-token", "grouped")(x)
+        loop = layers.build("moe-token", "loop")(x)
+    torch.testing.assert_close(grouped, loop)
+
+
+def test_grouped_mm_reasons_on_cpu():
+    weight = torch.zeros(2, 4, 3)
+    if not hasattr(torch, "_grouped_mm"):
+        pytest.skip("this torch build has no torch._grouped_mm")
+    assert grouped_mm_unsupported_reason(torch.zeros(5, 3), weight) is None
+    assert "float64" in grouped_mm_unsupported_reason(torch.zeros(5, 3, dtype=torch.float64), weight.double())
+    with torch.enable_grad():
+        assert "backward" in grouped_mm_unsupported_reason(torch.zeros(5, 3, requires_grad=True), weight)
+
+
+def test_grouped_trains_through_fallback():
+    layers = make_layers(num_experts=4, top_k=2, expert_kind="ffn").train()
+    y, routing = layers.build("moe-token", "grouped").route_and_forward(torch.randn(2, 5, 32))
+    (y.square().mean() + routing.aux_loss).backward()
+    for linear in layers.bank.linears:
+        assert linear.weight.grad.abs().sum() > 0
