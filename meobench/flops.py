@@ -8,12 +8,31 @@ not counted.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula
 
 from meobench.errors import MeobenchError
+
+
+def grouped_mm_flops(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of torch._grouped_mm, which FlopCounterMode in torch 2.13.0 does not count.
+
+    When the groups split the rows (a [M, K] with b [G, K, N]) or are batched
+    (a [G, M, K] with b [G, K, N]), every output element is one dot product of
+    length K: 2 * out.numel() * K. When they split K (a [M, K] with b [K, N],
+    out [G, M, N]), the segments' lengths sum to K: 2 * M * N * K.
+    """
+    inner = a_shape[-1]
+    if len(a_shape) == 2 and len(b_shape) == 2:
+        return 2 * a_shape[0] * b_shape[1] * inner
+    return 2 * math.prod(out_shape) * inner
+
+
+if hasattr(torch.ops.aten, "_grouped_mm") and torch.ops.aten._grouped_mm not in flop_registry:
+    register_flop_formula(torch.ops.aten._grouped_mm)(grouped_mm_flops)
 
 
 def count_flops(function: Callable[[], object]) -> int:

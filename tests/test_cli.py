@@ -35,9 +35,9 @@ def test_smoke_run_writes_csv_columns(smoke_run):
         rows = list(reader)
     assert reader.fieldnames[: len(REQUIRED_COLUMNS)] == REQUIRED_COLUMNS
     assert list(reader.fieldnames) == list(COLUMNS)
-    # smoke: 2 top_k x 2 expert kinds = 4 groups of 13 cases
-    # (dense 1, three MoE variants x 2 strategies, three MEO variants x 2 merges).
-    assert len(rows) == 52
+    # smoke: 2 top_k x 2 expert kinds = 4 groups of 22 cases
+    # (dense 1, three MoE variants x 3 strategies, three MEO variants x 4 strategies).
+    assert len(rows) == 88
     assert {row["status"] for row in rows} == {"ok"}
     assert {row["flops_check"] for row in rows} == {"ok"}
     assert all(float(row["gflops_analytic"]) > 0 for row in rows)
@@ -63,7 +63,7 @@ def test_smoke_run_fidelity_and_json(smoke_run):
 def test_smoke_run_prints_table(smoke_run):
     result, _ = smoke_run
     assert "median (ms)" in result.output
-    assert "52 ok" in result.output
+    assert "88 ok" in result.output
 
 
 @pytest.mark.slow
@@ -81,7 +81,7 @@ def test_smoke_run_report(smoke_run):
 def test_dry_run_lists_cases():
     result = runner.invoke(app, ["run", str(SMOKE), "--dry-run"])
     assert result.exit_code == 0
-    assert "52 cases: 52 to run, 0 to skip." in result.output
+    assert "88 cases: 88 to run, 0 to skip." in result.output
 
 
 def test_dry_run_shows_skip_reason(tmp_path):

@@ -44,6 +44,18 @@ def test_meo_sequence_gather_flops():
     assert flops_of("meo-sequence", "gather") == 512 + 12_288 + 384 + 98_304
 
 
+@pytest.mark.parametrize("strategy", ["fused", "auto"])
+def test_meo_sequence_fused_flops(strategy):
+    # fused does the gemm merge and apply tile by tile, so its count is gemm's: 512 + 24,576 + 768 + 98,304.
+    # auto picks fused here: fused reads E = 4 matrices, gather 3*B*K + 2*B = 16.
+    assert flops_of("meo-sequence", strategy) == 512 + 24_576 + 768 + 98_304
+
+
+def test_moe_token_grouped_flops():
+    # torch._grouped_mm over the T*K = 64 sorted rows: 2 * 64 * 32 * 48 = 196,608, as loop; router 8,192
+    assert flops_of("moe-token", "grouped") == 8_192 + 196_608
+
+
 def test_meo_token_adds_token_attention():
     # token attention (reduction 8, bottleneck 4): down 2 * 32 * 32 * 4 = 8,192, up the same
     assert flops_of("meo-token", "gemm") == 8_192 * 2 + 512 + 24_576 + 768 + 98_304
@@ -56,3 +68,14 @@ def test_counting_twice_gives_the_same_number():
 def test_inference_mode_is_rejected():
     with torch.inference_mode(), pytest.raises(MeobenchError, match="inference_mode"):
         count_flops(lambda: torch.ones(2, 2) @ torch.ones(2, 2))
+
+
+def test_grouped_mm_flop_formula():
+    from meobench.flops import grouped_mm_flops
+
+    # rows split: a [10, 8], b [3, 8, 6], out [10, 6]: 2 * 60 * 8 = 960
+    assert grouped_mm_flops((10, 8), (3, 8, 6), out_shape=(10, 6)) == 960
+    # batched: a [3, 10, 8], b [3, 8, 6], out [3, 10, 6]: 2 * 180 * 8 = 2,880
+    assert grouped_mm_flops((3, 10, 8), (3, 8, 6), out_shape=(3, 10, 6)) == 2_880
+    # K split: a [10, 8], b [8, 6], out [3, 10, 6]: 2 * 10 * 6 * 8 = 960, not 3 times that
+    assert grouped_mm_flops((10, 8), (8, 6), out_shape=(3, 10, 6)) == 960

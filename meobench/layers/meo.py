@@ -38,11 +38,13 @@ MERGE_STRATEGIES: Registry[MEOStrategy] = Registry("merge strategy")
 register_merge_and_apply = MERGE_STRATEGIES.register
 
 # Bytes of the B merged weight tiles that ``fused`` builds at once. On CPU they
-# should stay in the per-core L2 cache (1 MiB per core on the AMD EPYC the
-# benchmark records in docs/performance.md).
+# stay in a 32 MiB L3 cache beside the expert tiles streaming through it; tiles
+# sized for the 1 MiB L2 meant about 100 tiles at the kernels.yaml shape, and
+# each small matrix product then paid for an OpenMP barrier (see
+# docs/performance.md).
 # NOTE: the CUDA budget is an estimate sized for a GPU L2 of tens of MiB; it has
 # not been measured on a GPU.
-FUSED_TILE_BYTES = {"cpu": 1 << 20, "cuda": 32 << 20}
+FUSED_TILE_BYTES = {"cpu": 8 << 20, "cuda": 32 << 20}
 FUSED_TILE_BYTES_OTHER = 4 << 20
 # Tiles are a multiple of this many rows of d_out, so that matrix products keep full vector widths.
 FUSED_TILE_ROW_MULTIPLE = 16
@@ -106,20 +108,23 @@ def run_fused(linear: StackedLinear, routing: Routing, x: torch.Tensor) -> torch
     they are still in cache; the stacked experts are read from memory once.
     """
     num_experts, d_out, d_in = linear.weight.shape
-    batch, seq_len, _ = x.shape
-    gates = routing.dense_gates(num_experts)  # [B, E]
+    batch = x.shape[0]
     rows = fused_tile_rows(batch, d_in, d_out, x)
-    out = x.new_empty(batch, seq_len, d_out)
+    with record_function("merge"):
+        gates = routing.dense_gates(num_experts)  # [B, E]
+        merged_bias = None if linear.bias is None else gates @ linear.bias  # [B, F]
+    tiles = []
     for start in range(0, d_out, rows):
         stop = min(start + rows, d_out)
         with record_function("merge"):
             # [E, rows, D] -> [E, rows*D] is a view: each expert's rows are contiguous.
             weight_tile = linear.weight[:, start:stop].flatten(1)
             merged_weight = (gates @ weight_tile).view(batch, stop - start, d_in)
-            merged_bias = None if linear.bias is None else gates @ linear.bias[:, start:stop]
         with record_function("expert"):
-            out[:, :, start:stop] = apply_merged(x, (merged_weight, merged_bias))
-    return out
+            bias_tile = None if merged_bias is None else merged_bias[:, start:stop]
+            tiles.append(apply_merged(x, (merged_weight, bias_tile)))  # [B, L, rows]
+    with record_function("expert"):
+        return torch.cat(tiles, dim=-1)
 
 
 def fused_tile_rows(batch: int, d_in: int, d_out: int, x: torch.Tensor) -> int:
