@@ -20,9 +20,9 @@ from meobench.errors import MeobenchError
 def grouped_mm_flops(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
     """FLOPs of torch._grouped_mm, which FlopCounterMode in torch 2.13.0 does not count.
 
-    When the groups split the rows (a [M, K] with b [G, K, N]) or are batched
-    (a [G, M, K] with b [G, K, N]), every output element is one dot product of
-    length K: 2 * out.numel() * K. When they split K (a [M, K] with b [K, N],
+    The groups may split the rows (a [M, K] with b [G, K, N]) or be batched
+    (a [G, M, K] with b [G, K, N]). Then every output element is one dot product
+    of length K: 2 * out.numel() * K. When they split K (a [M, K] with b [K, N],
     out [G, M, N]), the segments' lengths sum to K: 2 * M * N * K.
     """
     inner = a_shape[-1]

@@ -105,7 +105,7 @@ def test_bad_scenario_exits_2_without_traceback(tmp_path):
 def test_validate_reports_case_count():
     result = runner.invoke(app, ["validate", str(SMOKE)])
     assert result.exit_code == 0
-    assert "valid scenario 'smoke' with 52 cases" in result.output
+    assert "valid scenario 'smoke' with 88 cases" in result.output
 
 
 def test_missing_scenario_exits_2(tmp_path):

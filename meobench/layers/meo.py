@@ -38,10 +38,10 @@ MERGE_STRATEGIES: Registry[MEOStrategy] = Registry("merge strategy")
 register_merge_and_apply = MERGE_STRATEGIES.register
 
 # Bytes of the B merged weight tiles that ``fused`` builds at once. On CPU they
-# stay in a 32 MiB L3 cache beside the expert tiles streaming through it; tiles
-# sized for the 1 MiB L2 meant about 100 tiles at the kernels.yaml shape, and
-# each small matrix product then paid for an OpenMP barrier (see
-# docs/performance.md).
+# stay in a 32 MiB L3 cache beside the expert tiles streaming through it.
+# Tiles sized for the 1 MiB L2 meant about 100 tiles at the kernels.yaml shape,
+# and under load each small product then waited at an OpenMP barrier
+# (docs/performance.md, version 1).
 # NOTE: the CUDA budget is an estimate sized for a GPU L2 of tens of MiB; it has
 # not been measured on a GPU.
 FUSED_TILE_BYTES = {"cpu": 8 << 20, "cuda": 32 << 20}
@@ -104,8 +104,8 @@ def apply_merged(x: torch.Tensor, merged: Merged) -> torch.Tensor:
 def run_fused(linear: StackedLinear, routing: Routing, x: torch.Tensor) -> torch.Tensor:
     """Merge and apply a tile of d_out rows at a time, so the full merged weight is never written.
 
-    Each tile's merged weights [B, rows, D] are used by the matrix product while
-    they are still in cache; the stacked experts are read from memory once.
+    The matrix product uses each tile's merged weights [B, rows, D] while they
+    are still in cache. Each call reads the stacked experts from memory once.
     """
     num_experts, d_out, d_in = linear.weight.shape
     batch = x.shape[0]
