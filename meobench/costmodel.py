@@ -27,6 +27,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from meobench.layers.config import LayerConfig
+from meobench.layers.meo import choose_merge
 from meobench.layers.variants import variant_spec
 
 PHASES = ("router", "token_attention", "merge", "expert", "combine")
@@ -197,8 +198,15 @@ def merged_weight_bytes(config: LayerConfig, batch_size: int, element_bytes: int
 
 
 def merged_experts(config: LayerConfig, strategy: str) -> int:
-    """Experts that the MEO ``strategy`` multiplies into each merged weight: K (gather) or E (gemm)."""
+    """Experts that the MEO ``strategy`` multiplies into each merged weight: K (gather) or E (gemm, fused)."""
     return config.top_k if strategy == "gather" else config.num_experts
+
+
+def resolve_merge(config: LayerConfig, strategy: str, batch_size: int) -> str:
+    """Name the strategy that MEO ``strategy`` runs for ``batch_size`` sequences: ``auto`` picks one per call."""
+    if strategy == "auto":
+        return choose_merge(batch_size, config.top_k, config.num_experts)
+    return strategy
 
 
 def meo_breakeven_seq_len(config: LayerConfig, strategy: str) -> float | None:
@@ -286,9 +294,11 @@ class _LayerCostBuilder:
         tokens, k, e = self.shape.tokens, self.config.top_k, self.config.num_experts
         d_out = self.config.d_out
         decisions = tokens if level == "token" else self._sequence_decisions(level)
-        if strategy == "loop":
+        if strategy in ("loop", "grouped"):
             # Every token-slot runs its expert once, whichever experts the router picks.
-            self.expert_chain(rows=tokens * k, phase="expert", label="")
+            # grouped adds the biases after torch._grouped_mm, as an in-place add.
+            bias_op = "aten::addmm" if strategy == "loop" else "aten::add_"
+            self.expert_chain(rows=tokens * k, phase="expert", label="", bias_op=bias_op)
             self.pointwise("combine", "aten::mul", tokens * k * d_out)
             self.pointwise("combine", "aten::index_add_", tokens * k * d_out)
             self.read_experts(min(e, decisions * k))
@@ -309,8 +319,9 @@ class _LayerCostBuilder:
 
     def meo(self, strategy: str, level: str) -> None:
         b, tokens = self.shape.batch_size, self.shape.tokens
+        strategy = resolve_merge(self.config, strategy, b)
         merged = merged_experts(self.config, strategy)
-        if strategy not in ("gather", "gemm"):
+        if strategy not in ("gather", "gemm", "fused"):
             raise ValueError(f"MEO merge strategy {strategy!r} has no cost model; add its terms to _LayerCostBuilder.meo.")
         for position, (d_in, d_out) in enumerate(self.matrices()):
             if strategy == "gather" and merged == 1:
@@ -328,7 +339,9 @@ class _LayerCostBuilder:
         if strategy == "gather":
             experts_read = min(experts_read, self._sequence_decisions(level) * self.config.top_k)
         self.read_experts(experts_read)
-        self.merged_elements += 2 * b * self.params_per_expert()
+        if strategy != "fused":
+            # W_hat and b_hat are written once and read once; fused keeps its tiles in cache.
+            self.merged_elements += 2 * b * self.params_per_expert()
 
     def build(self, params: tuple[int, int]) -> CostModel:
         element_bytes = self.shape.element_bytes

@@ -27,6 +27,7 @@ from typing import Any, Callable
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from meobench.flops import grouped_mm_flops
 from meobench.shape_only import SHAPE_ONLY_RANGE
 
 # Ops our layers emit that carry no matmul or norm FLOPs, so fvcore has nothing to count in them.
@@ -61,6 +62,7 @@ def count_fvcore(module: torch.nn.Module, inputs: tuple[Any, ...]) -> FvcoreCoun
         "aten::baddbmm", _baddbmm_macs,
         "aten::einsum", _einsum_macs,
         "aten::scaled_dot_product_attention", _attention_macs,
+        "aten::_grouped_mm", _grouped_mm_macs,
         **{name: None for name in FVCORE_IGNORED_OPS},
     )  # fmt: skip
     analysis.unsupported_ops_warnings(False)
@@ -107,6 +109,12 @@ def _baddbmm_macs(inputs: list[Any], outputs: list[Any]) -> int:
     batch, rows, inner = _shape(inputs[1])
     columns = _shape(inputs[2])[-1]
     return batch * rows * inner * columns
+
+
+def _grouped_mm_macs(inputs: list[Any], outputs: list[Any]) -> int:
+    """torch._grouped_mm(a, b, offs): the multiply-adds of meobench.flops.grouped_mm_flops, halved."""
+    out_shape = _shape(outputs[0])
+    return grouped_mm_flops(_shape(inputs[0]), _shape(inputs[1]), out_shape=out_shape) // 2
 
 
 def _einsum_macs(inputs: list[Any], outputs: list[Any]) -> int:

@@ -58,8 +58,8 @@ def analytic_flop_ratio(top_k: int, seq_len: int) -> float:
 def check_kernel_goals(frame: pd.DataFrame, meo_strategy: str = "auto") -> list[GoalCheck]:
     """Evaluate every goal on every case group of a results.csv frame.
 
-    ``meo_strategy`` names the meo-sequence rows the MEO goals read; ``auto`` is
-    what a scenario gets by default. Raises MeobenchError when a row a goal needs
+    ``meo_strategy`` names the meo-sequence rows the MEO goals read: ``auto``,
+    the strategy that picks per call, unless the caller names another. Raises MeobenchError when a row a goal needs
     is missing or did not finish with status ok.
     """
     checks: list[GoalCheck] = []

@@ -160,7 +160,7 @@ def test_flops_command_checks_every_case(smoke_flops):
     result, out = smoke_flops
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert len(rows) == 52
+    assert len(rows) == 88  # 4 groups of 22 cases, as in test_smoke_run_writes_csv_columns
     assert {row["flops_check"] for row in rows} == {"ok"}
     # nothing is timed or run for real
     assert {row["latency_ms_median"] for row in rows} == {""}
@@ -172,7 +172,7 @@ def test_flops_command_checks_every_case(smoke_flops):
 def test_flops_command_writes_details(smoke_flops):
     result, out = smoke_flops
     assert "GFLOP analytic" in result.output
-    assert "52 ok" in result.output
+    assert "88 ok" in result.output
     cases = json.loads((out / "results.json").read_text())["cases"]
     moe = next(case for case in cases if case["variant"] == "moe-token" and case["strategy"] == "loop")
     assert {entry["op"] for entry in moe["flops_detail"]["uncounted_ops"]} >= {"aten::topk", "aten::index_add_"}

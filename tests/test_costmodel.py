@@ -62,6 +62,28 @@ def test_meo_sequence_gemm_linear():
     assert cost.bytes_min == (128 + 6_336 + 6_336 + 2_560) * 4 == 61_440
 
 
+def test_meo_sequence_fused_skips_merged_traffic():
+    cost = layer_cost(config(), "meo-sequence", "fused", SHAPE)
+    # the same products as gemm: 62,080 MACs; no W_hat written or read: (128 + 6,336 + 2,560) * 4 bytes
+    assert cost.macs == 62_080
+    assert cost.bytes_min == (128 + 6_336 + 2_560) * 4 == 36_096
+
+
+def test_meo_sequence_auto_costs_its_choice():
+    # B=2, K=2, E=4: fused reads 4 expert matrices, gather 3*2*2 + 2*2 = 16, so auto runs fused.
+    auto = layer_cost(config(), "meo-sequence", "auto", SHAPE)
+    fused = layer_cost(config(), "meo-sequence", "fused", SHAPE)
+    assert (auto.macs, auto.bytes_min) == (fused.macs, fused.bytes_min)
+
+
+def test_moe_token_grouped_matches_loop_products():
+    grouped = layer_cost(config(), "moe-token", "grouped", SHAPE)
+    loop = layer_cost(config(), "moe-token", "loop", SHAPE)
+    assert grouped.macs == loop.macs
+    assert grouped.elementwise_flops == loop.elementwise_flops
+    assert "aten::add_" in {term.op for term in grouped.elementwise}
+
+
 def test_meo_token_adds_token_attention():
     cost = layer_cost(config(), "meo-token", "gemm", SHAPE)
     # bottleneck R = 32/8 = 4: W_down 32*32*4 = 4,096, W_up the same, on top of meo-sequence's 62,080

@@ -45,9 +45,9 @@ VARIANTS: dict[str, VariantSpec] = {
     "moe-token": VariantSpec("moe", "token", "loop"),
     "moe-sequence": VariantSpec("moe", "sequence", "loop"),
     "moe-task": VariantSpec("moe", "task", "loop"),
-    "meo-sequence": VariantSpec("meo", "sequence", "auto"),
-    "meo-token": VariantSpec("meo", "token", "auto"),
-    "meo-task": VariantSpec("meo", "task", "auto"),
+    "meo-sequence": VariantSpec("meo", "sequence", "gemm"),
+    "meo-token": VariantSpec("meo", "token", "gemm"),
+    "meo-task": VariantSpec("meo", "task", "gemm"),
 }
 
 
