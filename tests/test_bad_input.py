@@ -59,7 +59,7 @@ BAD_SCENARIOS = [
 VALID_CHOICES = {
     "unknown-key": "valid keys here: num_experts, top_k, batch_size",
     "unknown-variant": "valid variants: dense, moe-token, moe-sequence",
-    "unknown-strategy": "valid strategies for them: dense, loop",
+    "unknown-strategy": "valid strategies for them: dense, grouped, loop",
     "unknown-device": "use auto, cpu, cuda, cuda:N or mps",
     "unknown-dtype": "'float32', 'float64', 'bfloat16' or 'float16'",
 }
