@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, fields
 from meobench.devices import resolve_device
 from meobench.layers.config import LayerConfig
 from meobench.layers.variants import VARIANTS
+from meobench.models.presets import get_preset
 from meobench.scenario import Scenario
 
 
@@ -26,6 +27,9 @@ class CaseGroup:
     dtype: str
     device: str
     """Device the case runs on, with ``auto`` already resolved (cpu, cuda, cuda:N or mps)."""
+    model: str | None = None
+    """Model preset of a model case, whose feed-forward sites hold the layers; None for a layer case.
+    In a model case d_model and d_ff are the preset's widths and expert_kind is the placement."""
 
     def layer_config(self, scenario: Scenario) -> LayerConfig:
         """Build the layer configuration; raises ConfigError for an impossible combination."""
@@ -57,6 +61,11 @@ class Case:
     def case_id(self) -> str:
         """Readable unique id, stable across runs of the same scenario."""
         g = self.group
+        if g.model is not None:
+            return (
+                f"{g.model}.{self.variant}.{self.strategy}.{g.expert_kind}-n{g.num_experts}-k{g.top_k}"
+                f"-b{g.batch_size}-l{g.seq_len}-{g.dtype}-{g.device}"
+            )
         return (
             f"{self.variant}.{self.strategy}.n{g.num_experts}-k{g.top_k}-b{g.batch_size}-l{g.seq_len}"
             f"-d{g.d_model}-f{g.d_ff}-{g.expert_kind}-{g.dtype}-{g.device}"
@@ -67,7 +76,10 @@ class Case:
         return {"variant": self.variant, "strategy": self.strategy, **asdict(self.group)}
 
 
-GROUP_KEYS = tuple(field.name for field in fields(CaseGroup))
+# Sweep keys whose cartesian product gives the layer case groups.
+GROUP_KEYS = tuple(field.name for field in fields(CaseGroup) if field.name != "model")
+# Sweep keys a model case takes from the sweep; the preset and placement give the rest.
+MODEL_GROUP_KEYS = ("num_experts", "top_k", "batch_size", "seq_len", "dtype", "device")
 
 
 def expand(scenario: Scenario, device: str | None = None) -> list[Case]:
@@ -76,8 +88,7 @@ def expand(scenario: Scenario, device: str | None = None) -> list[Case]:
     ``device`` replaces the sweep's device list; ``auto`` resolves to this machine's best device.
     """
     cases = []
-    for combination in itertools.product(*_group_values(scenario, device)):
-        group = CaseGroup(*combination)
+    for group in _groups(scenario, device):
         for variant in scenario.variants:
             for strategy in strategies_for(variant, scenario.sweep.strategy):
                 cases.append(Case(group, variant, strategy))
@@ -87,16 +98,37 @@ def expand(scenario: Scenario, device: str | None = None) -> list[Case]:
 def count_cases(scenario: Scenario, device: str | None = None) -> int:
     """Number of cases ``expand`` would list, computed without listing them."""
     groups = math.prod(len(values) for values in _group_values(scenario, device))
+    if scenario.sweep.model:
+        groups = len(scenario.sweep.model) * len(scenario.sweep.placement) * math.prod(
+            len(values) for values in _group_values(scenario, device, MODEL_GROUP_KEYS)
+        )
     per_group = sum(len(strategies_for(variant, scenario.sweep.strategy)) for variant in scenario.variants)
     return groups * per_group
 
 
-def _group_values(scenario: Scenario, device: str | None) -> list[list[object]]:
-    """List the swept values of each CaseGroup field, in field order, with devices resolved and deduplicated."""
+def _group_values(
+    scenario: Scenario, device: str | None, keys: tuple[str, ...] = GROUP_KEYS
+) -> list[list[object]]:
+    """List the swept values of each of ``keys``, in order, with devices resolved and deduplicated."""
     sweep = scenario.sweep
     devices = [device] if device else sweep.device
     resolved = list(dict.fromkeys(resolve_device(name) for name in devices))
-    return [resolved if key == "device" else getattr(sweep, key) for key in GROUP_KEYS]
+    return [resolved if key == "device" else getattr(sweep, key) for key in keys]
+
+
+def _groups(scenario: Scenario, device: str | None) -> list[CaseGroup]:
+    """List the case groups: the sweep's product, or for model cases one group per model,
+    placement and remaining sweep values, with d_model and d_ff from the preset."""
+    sweep = scenario.sweep
+    if not sweep.model:
+        return [CaseGroup(*combination) for combination in itertools.product(*_group_values(scenario, device))]
+    groups = []
+    swept = _group_values(scenario, device, MODEL_GROUP_KEYS)
+    for model, placement in itertools.product(sweep.model, sweep.placement):
+        d_model, d_ff = get_preset(model).widths()
+        for n, k, batch, seq_len, dtype, resolved in itertools.product(*swept):
+            groups.append(CaseGroup(n, k, batch, seq_len, d_model, d_ff, placement, dtype, resolved, model=model))
+    return groups
 
 
 def strategies_for(variant: str, requested: list[str]) -> list[str]:

@@ -18,6 +18,7 @@ from meobench.results import COLUMNS, CaseResult
 
 # (column, header with unit, format) of the terminal tables: the case, then what ``run`` measured.
 CASE_COLUMNS = (
+    ("model", "model", "{}"),
     ("variant", "variant", "{}"),
     ("strategy", "strategy", "{}"),
     ("expert_kind", "experts", "{}"),
@@ -52,7 +53,7 @@ FLOPS_TABLE_COLUMNS = CASE_COLUMNS + (
 # Row colour by status; any other status (failed, nan) is red.
 STATUS_STYLES = {"ok": None, "skipped": "yellow"}
 # Case parameters that may move from the columns to the caption when they do not vary.
-PARAMETER_COLUMNS = ("strategy", "expert_kind", "num_experts", "top_k", "batch_size", "seq_len", "dtype")
+PARAMETER_COLUMNS = ("model", "strategy", "expert_kind", "num_experts", "top_k", "batch_size", "seq_len", "dtype")
 
 
 def results_frame(results: Iterable[CaseResult]) -> pd.DataFrame:
@@ -95,8 +96,14 @@ def table_view(frame: pd.DataFrame, columns: tuple[tuple[str, str, str], ...] = 
         numeric=[pd.api.types.is_numeric_dtype(frame[column]) for column, _, _ in shown],
         rows=[[_format(row[column], fmt) for column, _, fmt in shown] for _, row in frame.iterrows()],
         statuses=[str(status) for status in frame["status"]],
-        caption=", ".join(f"{column}={frame[column].iloc[0]}" for column in constant) or None,
+        caption=_caption(frame, constant),
     )
+
+
+def _caption(frame: pd.DataFrame, constant: list[str]) -> str | None:
+    # A parameter empty in every row (model in a layer-only run) is left out of the caption too.
+    pairs = [f"{column}={frame[column].iloc[0]}" for column in constant if frame[column].notna().any()]
+    return ", ".join(pairs) or None
 
 
 def results_table(

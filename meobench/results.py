@@ -36,6 +36,8 @@ COLUMNS = (
     "peak_mem_abs_mib", "mem_negative_alloc", "mem_model_mib", "mem_model_ratio",
     # Failure details:
     "free_mem_mib",
+    # Model preset of a model case; empty for a layer case:
+    "model",
 )  # fmt: skip
 
 # Columns filled in after the sweep, from all results and the device calibration; a result

@@ -1,7 +1,9 @@
 """Run the cases of a scenario and measure each one.
 
 For each case group the runner builds one LayerSet (shared expert bank, router and
-token attention block) and one input batch, then measures every variant on them:
+token attention block) or, for a model case, one ModelSet (a transformers model
+whose feed-forward sites hold LayerSets), and one input batch. Then it measures
+every variant on them:
 output fidelity against the MoE oracle, FLOPs, parameters, peak memory and latency.
 A case that cannot run is recorded as ``skipped`` with the reason. A case that
 raises, runs out of memory, runs past ``measure.time_limit_s`` or outputs NaN is
@@ -31,6 +33,8 @@ from meobench.flops import count_flops
 from meobench.layers.variants import LayerSet, reference_variant, variant_spec
 from meobench.memory import measure_peak_memory, tensor_bytes
 from meobench.profiling import ProfileSettings, profile_steps
+from meobench.models import FAMILIES, ModelInputs, ModelSet, get_preset, make_model_inputs
+from meobench.models.inputs import padding_mask
 from meobench.results import CaseResult
 from meobench.scenario import Scenario
 from meobench.shape_only import ShapeOnlyMode
@@ -56,17 +60,67 @@ class CaseInputs:
     task_ids: torch.Tensor
     """[B] task index of each sequence."""
 
+    def call(self, module: torch.nn.Module) -> torch.Tensor:
+        return module(self.x, self.attention_mask, self.task_ids)
 
-def make_inputs(group: CaseGroup, scenario: Scenario, device: str) -> CaseInputs:
+    def call_with_aux_loss(self, module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run ``module`` and also return its router's load-balancing loss (0 for the dense layer)."""
+        if hasattr(module, "route_and_forward"):
+            output, routing = module.route_and_forward(self.x, self.attention_mask, self.task_ids)
+            return output, routing.aux_loss
+        output = self.call(module)
+        return output, output.new_zeros(())
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [self.x, self.attention_mask, self.task_ids]
+
+
+def make_inputs(group: CaseGroup, scenario: Scenario, device: str) -> CaseInputs | ModelInputs:
     """Seeded inputs for ``group``; the last ``padding_fraction`` of each sequence is padding."""
+    if group.model is not None:
+        return make_model_inputs(
+            vocab_size=get_preset(group.model).config().vocab_size,
+            batch_size=group.batch_size,
+            seq_len=group.seq_len,
+            padding_fraction=scenario.layer.padding_fraction,
+            decoder_seq_len=_decoder_seq_len(group, scenario),
+            num_tasks=scenario.layer.num_tasks,
+            seed=scenario.seed + 1,
+            device=device,
+        )
     generator = torch.Generator().manual_seed(scenario.seed + 1)
     x = torch.randn(group.batch_size, group.seq_len, group.d_model, generator=generator)
-    mask = torch.ones(group.batch_size, group.seq_len, dtype=torch.long)
-    padded = min(int(group.seq_len * scenario.layer.padding_fraction), group.seq_len - 1)
-    if padded:
-        mask[:, group.seq_len - padded :] = 0
+    mask = padding_mask(group.batch_size, group.seq_len, scenario.layer.padding_fraction)
     task_ids = torch.arange(group.batch_size) % scenario.layer.num_tasks
     return CaseInputs(x.to(device, DTYPES[group.dtype]), mask.to(device), task_ids.to(device))
+
+
+def _decoder_seq_len(group: CaseGroup, scenario: Scenario) -> int | None:
+    if not FAMILIES[get_preset(group.model).family].encoder_decoder:
+        return None
+    return scenario.models.decoder_seq_len or group.seq_len
+
+
+def build_weights(group: CaseGroup, scenario: Scenario) -> LayerSet | ModelSet:
+    """The shared weights of a group: a LayerSet, or a ModelSet for a model case (on the CPU, in float32)."""
+    config = group.layer_config(scenario)
+    if group.model is None:
+        return LayerSet(config, seed=scenario.seed)
+    pretrained = scenario.models.pretrained.get(group.model)
+    return ModelSet(
+        get_preset(group.model),
+        placement=group.expert_kind,
+        template=config,
+        head=scenario.models.head,
+        seed=scenario.seed,
+        expert_noise=scenario.models.expert_noise,
+        pretrained=Path(pretrained) if pretrained else None,
+    )
+
+
+# What a case group's variants share: one layer's weights or one model's, and one input batch.
+Weights = Union[LayerSet, ModelSet]
+Inputs = Union[CaseInputs, ModelInputs]
 
 
 def skip_reason(group: CaseGroup, scenario: Scenario) -> str | None:
@@ -78,7 +132,17 @@ def skip_reason(group: CaseGroup, scenario: Scenario) -> str | None:
             group.layer_config(scenario)
         except ConfigError as error:
             reason = str(error)
+    if reason is None and group.model is not None:
+        reason = _model_skip_reason(group, scenario)
     return reason
+
+
+def _model_skip_reason(group: CaseGroup, scenario: Scenario) -> str | None:
+    limit = get_preset(group.model).max_positions()
+    longest = max(group.seq_len, _decoder_seq_len(group, scenario) or 0)
+    if limit is not None and longest > limit:
+        return f"seq_len {longest} exceeds the {limit} positions of model {group.model}; use seq_len <= {limit}"
+    return None
 
 
 class Runner:
@@ -125,6 +189,13 @@ class Runner:
         try:
             layers = self._build_layers(group)
             inputs = make_inputs(group, self.scenario, device)
+        except ConfigError as error:
+            # A model that cannot take this placement (a gated T5 block as one ffn expert).
+            for case in cases:
+                if on_case_start:
+                    on_case_start(case)
+                yield self.unmeasured_result(case, "skipped", str(error))
+            return
         except Exception as error:  # noqa: BLE001 - the group's cases fail, the sweep goes on
             logger.exception("building the layers and inputs of %s failed", cases[0].case_id)
             failure = classify_failure(error, device)
@@ -147,12 +218,11 @@ class Runner:
                 # Layers built for counting hold no initialised memory worth a collection.
                 _release_memory(device)
 
-    def _build_layers(self, group: CaseGroup) -> LayerSet:
-        config = group.layer_config(self.scenario)
+    def _build_layers(self, group: CaseGroup) -> Weights:
         if self.count_only:
             with ShapeOnlyMode():
-                return LayerSet(config, seed=self.scenario.seed).to(device=group.device, dtype=DTYPES[group.dtype])
-        return LayerSet(config, seed=self.scenario.seed).to(device=group.device, dtype=DTYPES[group.dtype])
+                return build_weights(group, self.scenario).to(device=group.device, dtype=DTYPES[group.dtype])
+        return build_weights(group, self.scenario).to(device=group.device, dtype=DTYPES[group.dtype])
 
     def unmeasured_result(self, case: Case, status: str, error: str) -> CaseResult:
         """Build the row of a case with no measurement: ``skipped`` with the reason, or a failure with the error."""
@@ -169,7 +239,7 @@ class Runner:
             **fields,
         )
 
-    def _run_case(self, case: Case, layers: LayerSet, inputs: CaseInputs, references: _References) -> CaseResult:
+    def _run_case(self, case: Case, layers: Weights, inputs: Inputs, references: _References) -> CaseResult:
         result = self._new_result(case)
         failure = None
         try:
@@ -194,7 +264,7 @@ class Runner:
             release_after_oom(result.case.group.device)
         return result
 
-    def _count(self, result: CaseResult, module: torch.nn.Module, layers: LayerSet, inputs: CaseInputs) -> None:
+    def _count(self, result: CaseResult, module: torch.nn.Module, layers: Weights, inputs: Inputs) -> None:
         """Fill parameters and FLOP figures: every counter and the analytic model in inference mode."""
         case, group = result.case, result.case.group
         counts = layers.count_parameters(case.variant)
@@ -214,7 +284,7 @@ class Runner:
         report = count_case(module, arguments, layers.config, case.variant, case.strategy, shape)
         result.flops, result.flop_report = report.flop_counter, report
 
-    def _measure(self, result: CaseResult, layers: LayerSet, inputs: CaseInputs, references: _References) -> None:
+    def _measure(self, result: CaseResult, layers: Weights, inputs: Inputs, references: _References) -> None:
         case, device = result.case, result.case.group.device
         module = layers.build(case.variant, case.strategy)
         self._count(result, module, layers, inputs)
@@ -222,7 +292,7 @@ class Runner:
         # Fidelity uses the deterministic eval-mode output (no routing noise).
         layers.eval()
         with torch.no_grad():
-            output = _call(module, inputs)
+            output = inputs.call(module)
         if not bool(torch.isfinite(output).all()):
             result.status, result.error = "nan", "output contains NaN or Inf"
             return
@@ -239,7 +309,7 @@ class Runner:
                 # The other variants of the group share these weights.
                 step.restore()
 
-    def _build_step(self, module: torch.nn.Module, layers: LayerSet, inputs: CaseInputs, device: str) -> Step:
+    def _build_step(self, module: torch.nn.Module, layers: Weights, inputs: Inputs, device: str) -> Step:
         """Build the timed unit of work: a forward pass, or a training step in train mode."""
         forward = forward_function(module)
         if self.scenario.mode == "inference":
@@ -248,7 +318,7 @@ class Runner:
         layers.train()
         return TrainStep(module, forward, inputs, device)
 
-    def _measure_step(self, result: CaseResult, step: Step, module: torch.nn.Module, inputs: CaseInputs) -> None:
+    def _measure_step(self, result: CaseResult, step: Step, module: torch.nn.Module, inputs: Inputs) -> None:
         """Compile ``step`` when asked, then measure its memory, latency and phases."""
         case, device = result.case, result.case.group.device
         if self.scenario.compile:
@@ -256,7 +326,7 @@ class Runner:
             step.forward = compile_forward(step.forward, device, result.tokens)
             result.compile_s = _time_one_call(step, device)
 
-        resident = [*module.parameters(), inputs.x, inputs.attention_mask, inputs.task_ids]
+        resident = [*module.parameters(), *inputs.tensors()]
         if isinstance(step, TrainStep):
             resident += step.optimizer_state_tensors()
         peak = measure_peak_memory(step, device, tensor_bytes(resident))
@@ -279,7 +349,7 @@ class Runner:
 class _References:
     """Lazily computed oracle outputs, one per reference MoE variant of a group."""
 
-    def __init__(self, layers: LayerSet, inputs: CaseInputs):
+    def __init__(self, layers: Weights, inputs: Inputs):
         self.layers = layers
         self.inputs = inputs
         self.outputs: dict[str, torch.Tensor] = {}
@@ -292,12 +362,8 @@ class _References:
             module = self.layers.build(reference, ORACLE_STRATEGY)
             self.layers.eval()
             with torch.no_grad():
-                self.outputs[reference] = _call(module, self.inputs)
+                self.outputs[reference] = self.inputs.call(module)
         return self.outputs[reference]
-
-
-def _call(module: torch.nn.Module, inputs: CaseInputs) -> torch.Tensor:
-    return module(inputs.x, inputs.attention_mask, inputs.task_ids)
 
 
 def relative_error(output: torch.Tensor, reference: torch.Tensor) -> float:
@@ -332,7 +398,8 @@ def _time_one_call(step: Step, device: str) -> float:
 
 def _model_memory_bytes(case: Case, scenario: Scenario) -> int | None:
     """Memory the cost model expects for ``case``: MEO's merged weights, or None for other families."""
-    if variant_spec(case.variant).family != "meo":
+    if variant_spec(case.variant).family != "meo" or case.group.model is not None:
+        # NOTE: model cases would need the merged weights of every site; not modelled yet.
         return None
     group = case.group
     return merged_weight_bytes(group.layer_config(scenario), group.batch_size, DTYPES[group.dtype].itemsize)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from meobench.errors import ScenarioError
 from meobench.layers.config import ACTIVATIONS, EXPERT_KINDS
 from meobench.layers.variants import VARIANTS
+from meobench.models.presets import PRESETS
 
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -48,6 +49,16 @@ class Sweep(_Strict):
     )
     dtype: list[Literal["float32", "float64", "bfloat16", "float16"]] = Field(default=["float32"])
     device: list[str] = Field(default=["auto"], description="auto, cpu, cuda, cuda:N or mps.")
+    model: list[str] = Field(
+        default=[],
+        description="Model presets (see meobench list); when given, every case is a whole model and "
+        "d_model, d_ff come from the preset.",
+    )
+    placement: list[Literal["linear", "ffn"]] = Field(
+        default=["linear"],
+        description="Model cases: linear = each feed-forward linear is a routed layer, ffn = the whole block is one "
+        "expert. It sets expert_kind.",
+    )
 
     @field_validator("*", mode="before")
     @classmethod
@@ -67,6 +78,17 @@ class Sweep(_Strict):
         for value in values:
             if value < 1:
                 raise ValueError(f"contains {value}, but every value must be a positive integer")
+        return values
+
+    @field_validator("model")
+    @classmethod
+    def _model_names(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if value not in PRESETS:
+                raise ValueError(
+                    f"contains unknown model preset {value!r}{_did_you_mean(str(value), PRESETS)}; "
+                    f"valid presets: {', '.join(PRESETS)}"
+                )
         return values
 
     @field_validator("device")
@@ -90,6 +112,39 @@ class LayerOptions(_Strict):
     padding_fraction: float = Field(
         default=0.0, ge=0.0, lt=1.0, description="Share of each sequence's last tokens masked as padding."
     )
+
+
+class ModelOptions(_Strict):
+    """Options of model cases (sweep.model)."""
+
+    head: Literal["lm", "bare"] = Field(
+        default="lm",
+        description="lm: with the language-model head (BERT's masked-LM head); bare: the model without a head.",
+    )
+    expert_noise: float = Field(
+        default=0.01,
+        ge=0,
+        description="Experts 1..n-1 get the dense weights plus this relative scale of seeded Gaussian noise.",
+    )
+    decoder_seq_len: int | None = Field(
+        default=None, ge=1, description="Decoder tokens of T5 and BART; default: seq_len."
+    )
+    pretrained: dict[str, str] = Field(
+        default={},
+        description="Preset name -> local model directory whose weights replace the random ones "
+        "(read with local_files_only).",
+    )
+
+    @field_validator("pretrained")
+    @classmethod
+    def _pretrained_presets(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if name not in PRESETS:
+                raise ValueError(
+                    f"names unknown model preset {name!r}{_did_you_mean(str(name), PRESETS)}; "
+                    f"valid presets: {', '.join(PRESETS)}"
+                )
+        return value
 
 
 class MeasureOptions(_Strict):
@@ -176,6 +231,7 @@ class Scenario(_Strict):
     seed: int = 0
     sweep: Sweep = Sweep()
     layer: LayerOptions = LayerOptions()
+    models: ModelOptions = ModelOptions()
     measure: MeasureOptions = MeasureOptions()
     gates: GateOptions = GateOptions()
 
@@ -228,7 +284,17 @@ def _cross_check(scenario: Scenario) -> list[tuple[tuple[Any, ...], str]]:
                 "so no case can run; use top_k <= num_experts",
             )
         )
-    if "meo-token" in scenario.variants:
+    if sweep.model:
+        for key in ("d_model", "d_ff", "expert_kind"):
+            if key in sweep.model_fields_set:
+                problems.append(
+                    (
+                        ("sweep", key),
+                        f"has no effect because sweep.model is set and the preset fixes {key}; "
+                        "remove it, or move the model cases to their own scenario",
+                    )
+                )
+    if "meo-token" in scenario.variants and not sweep.model:
         reduction = scenario.layer.token_attention_reduction
         for index, d_model in enumerate(sweep.d_model):
             if d_model % reduction:

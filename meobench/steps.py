@@ -35,11 +35,8 @@ def forward_function(module: nn.Module) -> Forward:
     """Wrap ``module`` as one function returning its output and its auxiliary loss (zero without a router)."""
 
     def forward(inputs: CaseInputs) -> tuple[torch.Tensor, torch.Tensor]:
-        if hasattr(module, "route_and_forward"):
-            output, routing = module.route_and_forward(inputs.x, inputs.attention_mask, inputs.task_ids)
-            return output, routing.aux_loss
-        output = module(inputs.x, inputs.attention_mask, inputs.task_ids)
-        return output, output.new_zeros(())
+        # A layer's inputs or a model's (ModelInputs) know how to call the module.
+        return inputs.call_with_aux_loss(module)
 
     return forward
 

@@ -15,6 +15,7 @@ from meobench.devices import resolve_device
 from meobench.environment import collect_environment
 from meobench.errors import MeobenchError
 from meobench.layers import MERGE_STRATEGIES, MOE_STRATEGIES, VARIANTS
+from meobench.models import PRESETS, count_dense_parameters
 from meobench.scenario import load_scenario
 
 
@@ -30,7 +31,7 @@ def validate(
 
 @app.command("list")
 def list_choices() -> None:
-    """List the layer variants, execution strategies and shipped scenarios."""
+    """List the layer variants, execution strategies, model presets and shipped scenarios."""
     variants = Table(title="Variants")
     for header in ("variant", "family", "routing level", "default strategy", "strategies"):
         variants.add_column(header)
@@ -48,6 +49,8 @@ def list_choices() -> None:
         strategies.add_row(name, "meo-*", _first_line(function.__doc__))
     console.print(strategies)
 
+    console.print(presets_table())
+
     scenarios = Table(title="Shipped scenarios")
     scenarios.add_column("file")
     scenarios.add_column("description")
@@ -58,6 +61,26 @@ def list_choices() -> None:
             description = f"[red]invalid: {error}[/]"
         scenarios.add_row(str(path), description)
     console.print(scenarios)
+
+
+def presets_table() -> Table:
+    """Model presets with their sizes, counted from the config on the meta device."""
+    table = Table(title="Model presets (sweep.model)")
+    for header in ("preset", "family", "hidden", "ffn", "params bare (M)", "params with LM head (M)", "published (M)"):
+        table.add_column(header, justify="left" if header in ("preset", "family") else "right")
+    for name, preset in PRESETS.items():
+        hidden, ffn = preset.widths()
+        published = "-" if preset.published_params is None else f"{preset.published_params / 1e6:.0f}"
+        table.add_row(
+            name,
+            preset.family,
+            str(hidden),
+            str(ffn),
+            f"{count_dense_parameters(preset, 'bare') / 1e6:.1f}",
+            f"{count_dense_parameters(preset, 'lm') / 1e6:.1f}",
+            published,
+        )
+    return table
 
 
 def shipped_scenarios() -> list[Path]:

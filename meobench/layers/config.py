@@ -8,7 +8,7 @@ from meobench.errors import ConfigError
 
 EXPERT_KINDS = ("linear", "ffn")
 ROUTING_LEVELS = ("token", "sequence", "task")
-ACTIVATIONS = ("relu", "gelu", "silu")
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
 
 
 @dataclass(frozen=True)

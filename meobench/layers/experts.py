@@ -6,6 +6,7 @@ T tokens, B sequences, L tokens per sequence.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -14,7 +15,13 @@ from torch import nn
 
 from meobench.layers.config import LayerConfig
 
-ACTIVATION_FUNCTIONS = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu}
+ACTIVATION_FUNCTIONS = {
+    "relu": F.relu,
+    "gelu": F.gelu,
+    # GPT-2's gelu_new: the tanh approximation of GELU.
+    "gelu_tanh": functools.partial(F.gelu, approximate="tanh"),
+    "silu": F.silu,
+}
 
 
 class StackedLinear(nn.Module):
