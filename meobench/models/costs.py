@@ -1,0 +1,112 @@
+"""Analytic multiply-add counts of a transformer model, split into the routed sites and the rest.
+
+Counts are multiply-adds (MACs) of matrix products only, the convention of
+FlopCounterMode divided by 2: embedding lookups, position biases, norms,
+activations, softmax and residual additions cost nothing here. Padding tokens
+are counted like real ones, because the model computes them too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from meobench.models.presets import ModelPreset
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The sizes of a preset that its multiply-add count depends on."""
+
+    family: str
+    hidden: int
+    ffn: int
+    layers: int
+    """Encoder layers, or GPT-2's blocks."""
+    decoder_layers: int
+    """0 unless the model has a decoder (T5, BART)."""
+    attention_width: int
+    """heads x head width; T5 sets it apart from hidden through d_kv."""
+    vocab: int
+    gated: bool
+    """T5 gated-GELU: two input linears (wi_0, wi_1) per feed-forward block."""
+
+    @classmethod
+    def from_preset(cls, preset: ModelPreset) -> Architecture:
+        config = preset.config()
+        hidden, ffn = preset.widths()
+        decoder_layers = 0
+        width = hidden
+        gated = False
+        if preset.family == "t5":
+            decoder_layers = config.num_decoder_layers
+            width = config.num_heads * config.d_kv
+            gated = config.is_gated_act
+        elif preset.family == "bart":
+            decoder_layers = config.decoder_layers
+        return cls(preset.family, hidden, ffn, config.num_hidden_layers, decoder_layers, width, config.vocab_size, gated)
+
+
+@dataclass(frozen=True)
+class FeedForwardSite:
+    """One routed layer's matrices, and how many of its copies run on which tokens."""
+
+    d_in: int
+    d_out: int
+    """Output width of the first (or only) matrix; an ffn site maps d_in -> d_out -> d_in."""
+    expert_kind: str
+    """``linear`` (one matrix) or ``ffn`` (two matrices with the activation between)."""
+    tokens: int
+    """Tokens per sequence that pass through it: seq_len, or the decoder length."""
+    count: int
+    """Layers that hold one such site."""
+
+
+def feed_forward_sites(arch: Architecture, placement: str, seq_len: int, decoder_len: int) -> list[FeedForwardSite]:
+    """The routed sites of ``arch`` under ``placement``, grouped by shape and stream."""
+    streams = [(seq_len, arch.layers)]
+    if arch.decoder_layers:
+        streams.append((decoder_len, arch.decoder_layers))
+    sites = []
+    for tokens, layers in streams:
+        if placement == "ffn":
+            sites.append(FeedForwardSite(arch.hidden, arch.ffn, "ffn", tokens, layers))
+            continue
+        inputs = 2 if arch.gated else 1
+        sites.append(FeedForwardSite(arch.hidden, arch.ffn, "linear", tokens, inputs * layers))
+        sites.append(FeedForwardSite(arch.ffn, arch.hidden, "linear", tokens, layers))
+    return sites
+
+
+def attention_macs(batch: int, len_q: int, len_kv: int, hidden: int, width: int) -> dict[str, int]:
+    """One attention block: Q, K, V, O projections, and the scores QK^T and weighted sum AV."""
+    projections = batch * (len_q * hidden * width + 2 * len_kv * hidden * width + len_q * width * hidden)
+    scores = batch * 2 * len_q * len_kv * width
+    return {"attention projections": projections, "attention scores": scores}
+
+
+def head_macs(arch: Architecture, head: str, batch: int, out_len: int) -> int:
+    """The head on ``out_len`` output tokens per sequence.
+
+    BERT's masked-LM head: a hidden x hidden transform, then the vocabulary projection,
+    on every position. BertModel without a head still runs its pooler on the first
+    token. GPT-2, T5 and BART heads: the vocabulary projection only.
+    """
+    if head == "bare":
+        return batch * arch.hidden * arch.hidden if arch.family == "bert" else 0
+    transform = arch.hidden * arch.hidden if arch.family == "bert" else 0
+    return batch * out_len * (transform + arch.hidden * arch.vocab)
+
+
+def shared_macs(arch: Architecture, head: str, batch: int, seq_len: int, decoder_len: int) -> dict[str, int]:
+    """Multiply-adds outside the routed sites, by part: attention and the head."""
+    parts = {"attention projections": 0, "attention scores": 0}
+    blocks = [(seq_len, seq_len, arch.layers)]
+    if arch.decoder_layers:
+        blocks.append((decoder_len, decoder_len, arch.decoder_layers))  # self-attention
+        blocks.append((decoder_len, seq_len, arch.decoder_layers))  # cross-attention
+    for len_q, len_kv, layers in blocks:
+        for part, macs in attention_macs(batch, len_q, len_kv, arch.hidden, arch.attention_width).items():
+            parts[part] += layers * macs
+    out_len = decoder_len if arch.decoder_layers else seq_len
+    parts["head"] = head_macs(arch, head, batch, out_len)
+    return parts
