@@ -9,6 +9,7 @@ are counted like real ones, because the model computes them too.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from meobench.models.presets import ModelPreset
 
@@ -29,6 +30,8 @@ class Architecture:
     vocab: int
     gated: bool
     """T5 gated-GELU: two input linears (wi_0, wi_1) per feed-forward block."""
+    bias: bool
+    """Whether the feed-forward linears have biases (all but T5)."""
 
     @classmethod
     def from_preset(cls, preset: ModelPreset) -> Architecture:
@@ -43,7 +46,17 @@ class Architecture:
             gated = config.is_gated_act
         elif preset.family == "bart":
             decoder_layers = config.decoder_layers
-        return cls(preset.family, hidden, ffn, config.num_hidden_layers, decoder_layers, width, config.vocab_size, gated)
+        return cls(
+            family=preset.family,
+            hidden=hidden,
+            ffn=ffn,
+            layers=config.num_hidden_layers,
+            decoder_layers=decoder_layers,
+            attention_width=width,
+            vocab=config.vocab_size,
+            gated=gated,
+            bias=preset.family != "t5",
+        )
 
 
 @dataclass(frozen=True)
@@ -109,4 +122,24 @@ def shared_macs(arch: Architecture, head: str, batch: int, seq_len: int, decoder
             parts[part] += layers * macs
     out_len = decoder_len if arch.decoder_layers else seq_len
     parts["head"] = head_macs(arch, head, batch, out_len)
+    return parts
+
+
+def model_macs(
+    arch: Architecture,
+    placement: str,
+    head: str,
+    batch: int,
+    seq_len: int,
+    decoder_len: int,
+    site_macs: Callable[[FeedForwardSite], int],
+) -> dict[str, int]:
+    """Multiply-adds of one forward pass by part: the shared parts and ``feed-forward``.
+
+    ``site_macs`` returns the multiply-adds of one routed layer of a site's shape
+    for the whole batch, so the same composition serves every variant.
+    """
+    parts = shared_macs(arch, head, batch, seq_len, decoder_len)
+    sites = feed_forward_sites(arch, placement, seq_len, decoder_len)
+    parts["feed-forward"] = sum(site.count * site_macs(site) for site in sites)
     return parts
