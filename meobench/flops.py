@@ -12,7 +12,7 @@ import math
 from typing import Callable
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula
+from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula, sdpa_flop_count
 
 from meobench.errors import MeobenchError
 
@@ -33,6 +33,20 @@ def grouped_mm_flops(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
 
 if hasattr(torch.ops.aten, "_grouped_mm") and torch.ops.aten._grouped_mm not in flop_registry:
     register_flop_formula(torch.ops.aten._grouped_mm)(grouped_mm_flops)
+
+
+def cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of QK^T and AV in the CPU flash-attention kernel, which FlopCounterMode in torch 2.13.0 does not count.
+
+    Scaled dot-product attention on the CPU (the transformers models' default)
+    dispatches to it, so without this formula their attention scores count 0.
+    """
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+_CPU_FLASH_ATTENTION = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+if _CPU_FLASH_ATTENTION is not None and _CPU_FLASH_ATTENTION not in flop_registry:
+    register_flop_formula(_CPU_FLASH_ATTENTION)(cpu_flash_attention_flops)
 
 
 def count_flops(function: Callable[[], object]) -> int:

@@ -34,6 +34,7 @@ from meobench.layers.variants import LayerSet, reference_variant, variant_spec
 from meobench.memory import measure_peak_memory, tensor_bytes
 from meobench.profiling import ProfileSettings, profile_steps
 from meobench.models import FAMILIES, ModelInputs, ModelSet, get_preset, make_model_inputs
+from meobench.models.flopcount import count_model_case
 from meobench.models.inputs import padding_mask
 from meobench.results import CaseResult
 from meobench.scenario import Scenario
@@ -279,7 +280,12 @@ class Runner:
                 step.restore()
             return
         layers.eval()
-        shape = CaseShape(group.batch_size, group.seq_len, DTYPES[group.dtype].itemsize)
+        element_bytes = DTYPES[group.dtype].itemsize
+        if group.model is not None:
+            report = count_model_case(module, inputs, self.scenario.models.head, element_bytes)
+            result.flops, result.flop_report = report.flop_counter, report
+            return
+        shape = CaseShape(group.batch_size, group.seq_len, element_bytes)
         arguments = (inputs.x, inputs.attention_mask, inputs.task_ids)
         report = count_case(module, arguments, layers.config, case.variant, case.strategy, shape)
         result.flops, result.flop_report = report.flop_counter, report

@@ -9,9 +9,10 @@ are counted like real ones, because the model computes them too.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
-from meobench.models.presets import ModelPreset
+from transformers import PretrainedConfig
+
+from meobench.models.presets import ModelPreset, feed_forward_width
 
 
 @dataclass(frozen=True)
@@ -35,19 +36,23 @@ class Architecture:
 
     @classmethod
     def from_preset(cls, preset: ModelPreset) -> Architecture:
-        config = preset.config()
-        hidden, ffn = preset.widths()
+        return cls.from_config(preset.family, preset.config())
+
+    @classmethod
+    def from_config(cls, family: str, config: PretrainedConfig) -> Architecture:
+        """The sizes of a model of ``family`` built from ``config`` (a preset's or a checkpoint's)."""
+        hidden, ffn = config.hidden_size, feed_forward_width(family, config)
         decoder_layers = 0
         width = hidden
         gated = False
-        if preset.family == "t5":
+        if family == "t5":
             decoder_layers = config.num_decoder_layers
             width = config.num_heads * config.d_kv
             gated = config.is_gated_act
-        elif preset.family == "bart":
+        elif family == "bart":
             decoder_layers = config.decoder_layers
         return cls(
-            family=preset.family,
+            family=family,
             hidden=hidden,
             ffn=ffn,
             layers=config.num_hidden_layers,
@@ -55,7 +60,7 @@ class Architecture:
             attention_width=width,
             vocab=config.vocab_size,
             gated=gated,
-            bias=preset.family != "t5",
+            bias=family != "t5",
         )
 
 
@@ -124,22 +129,3 @@ def shared_macs(arch: Architecture, head: str, batch: int, seq_len: int, decoder
     parts["head"] = head_macs(arch, head, batch, out_len)
     return parts
 
-
-def model_macs(
-    arch: Architecture,
-    placement: str,
-    head: str,
-    batch: int,
-    seq_len: int,
-    decoder_len: int,
-    site_macs: Callable[[FeedForwardSite], int],
-) -> dict[str, int]:
-    """Multiply-adds of one forward pass by part: the shared parts and ``feed-forward``.
-
-    ``site_macs`` returns the multiply-adds of one routed layer of a site's shape
-    for the whole batch, so the same composition serves every variant.
-    """
-    parts = shared_macs(arch, head, batch, seq_len, decoder_len)
-    sites = feed_forward_sites(arch, placement, seq_len, decoder_len)
-    parts["feed-forward"] = sum(site.count * site_macs(site) for site in sites)
-    return parts

@@ -33,8 +33,7 @@ class ModelPreset:
     def widths(self) -> tuple[int, int]:
         """(hidden size, feed-forward width) of the architecture."""
         config = self.config()
-        ffn = getattr(config, _FFN_FIELD[self.family]) or 4 * config.hidden_size  # GPT-2's n_inner None means 4x
-        return config.hidden_size, ffn
+        return config.hidden_size, feed_forward_width(self.family, config)
 
     def max_positions(self) -> int | None:
         """Longest sequence the position embeddings cover; None for T5's relative positions."""
@@ -140,6 +139,11 @@ _PRESET_LIST = [
 ]
 
 PRESETS: dict[str, ModelPreset] = {preset.name: preset for preset in _PRESET_LIST}
+
+
+def feed_forward_width(family: str, config: PretrainedConfig) -> int:
+    """Width of the feed-forward hidden layer; GPT-2's n_inner None means 4 x hidden."""
+    return getattr(config, _FFN_FIELD[family]) or 4 * config.hidden_size
 
 
 def get_preset(name: str) -> ModelPreset:
