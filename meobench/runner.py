@@ -102,8 +102,11 @@ def _decoder_seq_len(group: CaseGroup, scenario: Scenario) -> int | None:
     return scenario.models.decoder_seq_len or group.seq_len
 
 
-def build_weights(group: CaseGroup, scenario: Scenario) -> LayerSet | ModelSet:
-    """The shared weights of a group: a LayerSet, or a ModelSet for a model case (on the CPU, in float32)."""
+def build_weights(group: CaseGroup, scenario: Scenario, count_only: bool = False) -> LayerSet | ModelSet:
+    """The shared weights of a group: a LayerSet, or a ModelSet for a model case (on the CPU, in float32).
+
+    ``count_only`` builds a ModelSet whose experts are not filled from the dense weights.
+    """
     config = group.layer_config(scenario)
     if group.model is None:
         return LayerSet(config, seed=scenario.seed)
@@ -116,6 +119,7 @@ def build_weights(group: CaseGroup, scenario: Scenario) -> LayerSet | ModelSet:
         seed=scenario.seed,
         expert_noise=scenario.models.expert_noise,
         pretrained=Path(pretrained) if pretrained else None,
+        fill_experts=not count_only,
     )
 
 
@@ -222,7 +226,7 @@ class Runner:
     def _build_layers(self, group: CaseGroup) -> Weights:
         if self.count_only:
             with ShapeOnlyMode():
-                return build_weights(group, self.scenario).to(device=group.device, dtype=DTYPES[group.dtype])
+                return build_weights(group, self.scenario, count_only=True).to(device=group.device, dtype=DTYPES[group.dtype])
         return build_weights(group, self.scenario).to(device=group.device, dtype=DTYPES[group.dtype])
 
     def unmeasured_result(self, case: Case, status: str, error: str) -> CaseResult:

@@ -65,8 +65,12 @@ class ModelSet(nn.Module):
         seed: int = 0,
         expert_noise: float = 0.01,
         pretrained: Path | None = None,
+        fill_experts: bool = True,
     ):
-        """``template`` supplies the routing options; widths, bias and activation come from each site."""
+        """``template`` supplies the routing options; widths, bias and activation come from each site.
+
+        ``fill_experts=False`` skips copying the dense weights into the experts (see replace_sites).
+        """
         super().__init__()
         self.preset = preset
         self.family = FAMILIES[preset.family]
@@ -74,7 +78,7 @@ class ModelSet(nn.Module):
         sites = find_sites(self.family, self.model, placement)
         if not sites:
             raise ConfigError(f"model {preset.name!r} has no feed-forward sites for placement {placement!r}.")
-        self.routed = replace_sites(sites, placement, template, seed, expert_noise)
+        self.routed = replace_sites(sites, placement, template, seed, expert_noise, fill_experts)
         routed_ids = {id(p) for module in self.routed for p in module.parameters()}
         self.shared_params = sum(p.numel() for p in self.model.parameters() if id(p) not in routed_ids)
         """Parameters outside the routed layers: embeddings, attention, norms, heads."""

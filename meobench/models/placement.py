@@ -104,16 +104,26 @@ def _fill(stacked: torch.Tensor, dense: torch.Tensor, noise_scale: float, genera
         stacked[1:] += noise * (noise_scale * dense.detach().float().std())
 
 
-def replace_sites(sites: list[Site], expert_kind: str, template: LayerConfig, seed: int, noise_scale: float) -> list[RoutedFeedForward]:
+def replace_sites(
+    sites: list[Site],
+    expert_kind: str,
+    template: LayerConfig,
+    seed: int,
+    noise_scale: float,
+    fill: bool = True,
+) -> list[RoutedFeedForward]:
     """Put a RoutedFeedForward at every site, its experts filled from the dense weights.
 
     Site i gets LayerSet seed ``seed + i``, so every router differs and a seed fixes all.
+    ``fill=False`` leaves the experts as LayerSet built them: counting FLOPs needs
+    shapes only, and filling writes every expert's memory even inside ShapeOnlyMode.
     """
     routed = []
     generator = torch.Generator().manual_seed(seed)
     for index, site in enumerate(sites):
         layers = LayerSet(site_config(site, expert_kind, template), seed=seed + index)
-        fill_experts(layers, site, noise_scale, generator)
+        if fill:
+            fill_experts(layers, site, noise_scale, generator)
         module = RoutedFeedForward(layers, site.side)
         setattr(site.parent, site.attribute, module)
         for owner, attribute in site.cleared:
