@@ -19,7 +19,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Union
+from typing import Callable, Iterable, Iterator
 
 import torch
 
@@ -103,7 +103,7 @@ def _decoder_seq_len(group: CaseGroup, scenario: Scenario) -> int | None:
 
 
 def build_weights(group: CaseGroup, scenario: Scenario, count_only: bool = False) -> LayerSet | ModelSet:
-    """The shared weights of a group: a LayerSet, or a ModelSet for a model case (on the CPU, in float32).
+    """Build the shared weights of a group: a LayerSet, or a ModelSet for a model case (CPU, float32).
 
     ``count_only`` builds a ModelSet whose experts are not filled from the dense weights.
     """
@@ -123,9 +123,9 @@ def build_weights(group: CaseGroup, scenario: Scenario, count_only: bool = False
     )
 
 
-# What a case group's variants share: one layer's weights or one model's, and one input batch.
-Weights = Union[LayerSet, ModelSet]
-Inputs = Union[CaseInputs, ModelInputs]
+# Shared state of a case group's variants: one layer's weights or one model's, and one input batch.
+Weights = LayerSet | ModelSet
+Inputs = CaseInputs | ModelInputs
 
 
 def skip_reason(group: CaseGroup, scenario: Scenario) -> str | None:

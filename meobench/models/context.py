@@ -27,7 +27,7 @@ SIDES = ("input", "decoder")
 
 @dataclass
 class ForwardContext:
-    """What one forward pass of a model variant tells its routed layers."""
+    """Variant, masks and task ids that one forward pass of a model passes to its routed layers."""
 
     variant: str
     """Layer variant every routed layer runs, e.g. ``meo-sequence``."""
@@ -55,7 +55,7 @@ def forward_context(context: ForwardContext) -> Iterator[ForwardContext]:
 
 
 def current_context() -> ForwardContext:
-    """The context of the forward pass in progress; raises ConfigError outside one."""
+    """Return the context of the forward pass in progress; raise ConfigError outside one."""
     context = _CURRENT.get()
     if context is None:
         raise ConfigError(

@@ -40,7 +40,7 @@ class Architecture:
 
     @classmethod
     def from_config(cls, family: str, config: PretrainedConfig) -> Architecture:
-        """The sizes of a model of ``family`` built from ``config`` (a preset's or a checkpoint's)."""
+        """Read the sizes of a model of ``family`` from ``config`` (a preset's or a checkpoint's)."""
         hidden, ffn = config.hidden_size, feed_forward_width(family, config)
         decoder_layers = 0
         width = hidden
@@ -80,7 +80,7 @@ class FeedForwardSite:
 
 
 def feed_forward_sites(arch: Architecture, placement: str, seq_len: int, decoder_len: int) -> list[FeedForwardSite]:
-    """The routed sites of ``arch`` under ``placement``, grouped by shape and stream."""
+    """List the routed sites of ``arch`` under ``placement``, grouped by shape and stream."""
     streams = [(seq_len, arch.layers)]
     if arch.decoder_layers:
         streams.append((decoder_len, arch.decoder_layers))
@@ -96,14 +96,14 @@ def feed_forward_sites(arch: Architecture, placement: str, seq_len: int, decoder
 
 
 def attention_macs(batch: int, len_q: int, len_kv: int, hidden: int, width: int) -> dict[str, int]:
-    """One attention block: Q, K, V, O projections, and the scores QK^T and weighted sum AV."""
+    """Count one attention block: Q, K, V, O projections, and the scores QK^T and weighted sum AV."""
     projections = batch * (len_q * hidden * width + 2 * len_kv * hidden * width + len_q * width * hidden)
     scores = batch * 2 * len_q * len_kv * width
     return {"attention projections": projections, "attention scores": scores}
 
 
 def head_macs(arch: Architecture, head: str, batch: int, out_len: int) -> int:
-    """The head on ``out_len`` output tokens per sequence.
+    """Count the head on ``out_len`` output tokens per sequence.
 
     BERT's masked-LM head: a hidden x hidden transform, then the vocabulary projection,
     on every position. BertModel without a head still runs its pooler on the first
@@ -128,4 +128,3 @@ def shared_macs(arch: Architecture, head: str, batch: int, seq_len: int, decoder
     out_len = decoder_len if arch.decoder_layers else seq_len
     parts["head"] = head_macs(arch, head, batch, out_len)
     return parts
-

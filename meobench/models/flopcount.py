@@ -1,7 +1,7 @@
 """FLOP figures of a model case: FlopCounterMode on the model, checked against the analytic count.
 
-The analytic count adds the model's shared parts (attention, head; see
-meobench.models.costs) to the layer cost model of every routed site, and covers
+The analytic count adds the model's shared parts (attention and the head, see
+meobench.models.costs) to the layer cost model of every routed site. It covers
 matrix products only. fvcore traces modules with tensor arguments and the
 profiler check needs elementwise terms of the whole model, so neither runs on
 model cases.
@@ -25,12 +25,17 @@ from meobench.shape_only import ShapeOnlyMode
 SHARED_PHASE = "model"
 
 
-def model_cost(model_set: ModelSet, variant: str, strategy: str, inputs: ModelInputs, head: str, element_bytes: int) -> CostModel:
+def model_cost(
+    model_set: ModelSet, variant: str, strategy: str, inputs: ModelInputs, head: str, element_bytes: int
+) -> CostModel:
     """Analytic matrix products of one inference forward pass of ``variant`` on ``inputs``' shapes."""
     batch, seq_len = inputs.input_ids.shape
     decoder_len = 0 if inputs.decoder_input_ids is None else inputs.decoder_input_ids.shape[1]
     arch = Architecture.from_config(model_set.preset.family, model_set.config)
-    terms = [MatmulTerm(SHARED_PHASE, part, macs) for part, macs in shared_macs(arch, head, batch, seq_len, decoder_len).items()]
+    terms = [
+        MatmulTerm(SHARED_PHASE, part, macs)
+        for part, macs in shared_macs(arch, head, batch, seq_len, decoder_len).items()
+    ]
 
     # The routed sites' terms, summed per phase and product over all sites.
     site_macs: Counter[tuple[str, str]] = Counter()

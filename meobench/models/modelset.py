@@ -18,12 +18,12 @@ from meobench.layers import LayerConfig, ParameterCount, variant_spec
 from meobench.models.context import ForwardContext, forward_context
 from meobench.models.families import FAMILIES, HEADS, find_sites
 from meobench.models.inputs import ModelInputs
-from meobench.models.placement import RoutedFeedForward, replace_sites
+from meobench.models.placement import replace_sites
 from meobench.models.presets import ModelPreset
 
 
 def build_dense_model(preset: ModelPreset, head: str, seed: int, pretrained: Path | None = None) -> PreTrainedModel:
-    """The preset's model with random weights drawn under ``seed``, or a local checkpoint's.
+    """Build the preset's model with random weights drawn under ``seed``, or load a local checkpoint.
 
     ``pretrained`` is a local model directory; it is read with local_files_only, so
     nothing is downloaded.
@@ -88,7 +88,7 @@ class ModelSet(nn.Module):
         return self.model.config
 
     def build(self, variant: str, strategy: str | None = None) -> VariantModel:
-        """The model running ``variant`` with ``strategy`` (its default when None) in every routed layer."""
+        """Build the model running ``variant`` with ``strategy`` (its default when None) in every routed layer."""
         strategy = strategy or variant_spec(variant).default_strategy
         for module in self.routed:
             module.variant(variant, strategy)  # builds now, so an invalid combination raises here

@@ -1,8 +1,8 @@
 """Replace a model's dense feed-forward weights with routed layers built on meobench's expert banks.
 
 Each site gets its own LayerSet (expert bank, router and token attention block).
-Expert 0 holds the dense weights unchanged, so the ``dense`` variant reproduces the
-original model, and the other experts hold the same weights plus seeded Gaussian
+Expert 0 contains the dense weights unchanged, so the ``dense`` variant reproduces the
+original model, and the other experts contain the same weights plus seeded Gaussian
 noise of a relative scale. The reference MEO code copies the dense weights into
 every expert unperturbed; with identical experts every routing choice gives the
 same output, which would hide any difference between MoE and MEO.
@@ -26,7 +26,7 @@ class RoutedFeedForward(nn.Module):
     """A routed layer in place of a dense feed-forward linear or block.
 
     Which variant runs, with which attention mask and task ids, is read from the
-    current ForwardContext, so one model holds every variant on shared weights.
+    current ForwardContext, so one model runs every variant on shared weights.
     """
 
     def __init__(self, layers: LayerSet, side: str):
@@ -43,7 +43,7 @@ class RoutedFeedForward(nn.Module):
         return self.layers.bank.linears[0].weight
 
     def variant(self, variant: str, strategy: str) -> nn.Module:
-        """The layer module of ``variant`` with ``strategy``, built on first use."""
+        """Return the layer module of ``variant`` with ``strategy``, building it on first use."""
         key = (variant, strategy)
         if key not in self._variants:
             self._variants[key] = self.layers.build(variant, strategy)
@@ -68,7 +68,7 @@ def dense_weight(linear: nn.Module) -> torch.Tensor:
 
 
 def site_config(site: Site, expert_kind: str, template: LayerConfig) -> LayerConfig:
-    """The template's routing options with the site's widths, bias and activation."""
+    """Return a copy of the template with the site's widths, bias and activation."""
     first, last = dense_weight(site.linears[0]), dense_weight(site.linears[-1])
     d_model = first.shape[1]
     d_ff = first.shape[0]

@@ -28,7 +28,7 @@ class ModelPreset:
     published_params: int | None
     """Parameter count its authors published, rounded as they printed it; None for the tiny presets."""
     source: str = ""
-    """Where ``published_params`` comes from."""
+    """Source of ``published_params``."""
 
     def widths(self) -> tuple[int, int]:
         """(hidden size, feed-forward width) of the architecture."""
@@ -36,12 +36,12 @@ class ModelPreset:
         return config.hidden_size, feed_forward_width(self.family, config)
 
     def max_positions(self) -> int | None:
-        """Longest sequence the position embeddings cover; None for T5's relative positions."""
+        """Maximum sequence length the position embeddings cover; None for T5's relative positions."""
         config = self.config()
         return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
 
     def config(self) -> PretrainedConfig:
-        """A fresh config with dropout off, so that inference and training steps are deterministic."""
+        """Build a fresh config with dropout off, so that inference and training steps are deterministic."""
         return self.config_class(**self.fields, **_NO_DROPOUT[self.family])
 
 
@@ -95,12 +95,12 @@ def _bart(layers: int, hidden: int, heads: int, ffn: int, **extra: Any) -> dict[
 
 _PRESET_LIST = [
     ModelPreset("bert-tiny", "bert", BertConfig, _bert(2, 64, 2, 256, vocab_size=_TINY_VOCAB), None),
-    ModelPreset(
-        "bert-small", "bert", BertConfig, _bert(4, 512, 8, 2048), 29_000_000, "Turc et al. 2019, BERT-Small"
-    ),
+    ModelPreset("bert-small", "bert", BertConfig, _bert(4, 512, 8, 2048), 29_000_000, "Turc et al. 2019, BERT-Small"),
     ModelPreset("bert-base", "bert", BertConfig, _bert(12, 768, 12, 3072), 110_000_000, "Devlin et al. 2019"),
     ModelPreset("bert-large", "bert", BertConfig, _bert(24, 1024, 16, 4096), 340_000_000, "Devlin et al. 2019"),
-    ModelPreset("gpt2-tiny", "gpt2", GPT2Config, _gpt2(2, 64, 2, vocab_size=_TINY_VOCAB, bos_token_id=0, eos_token_id=0), None),
+    ModelPreset(
+        "gpt2-tiny", "gpt2", GPT2Config, _gpt2(2, 64, 2, vocab_size=_TINY_VOCAB, bos_token_id=0, eos_token_id=0), None
+    ),
     ModelPreset("gpt2", "gpt2", GPT2Config, _gpt2(12, 768, 12), 124_000_000, "OpenAI GPT-2 release (124M)"),
     ModelPreset("gpt2-medium", "gpt2", GPT2Config, _gpt2(24, 1024, 16), 355_000_000, "OpenAI GPT-2 release (355M)"),
     ModelPreset("t5-tiny", "t5", T5Config, _t5(2, 64, 2, 256, "relu", vocab_size=_TINY_VOCAB), None),
