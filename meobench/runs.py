@@ -18,11 +18,12 @@ from typing import Any, Callable
 from meobench.environment import device_identity
 from meobench.errors import MeobenchError
 from meobench.rundir import SCHEMA_VERSION
+from meobench.scenario import Scenario, dump_scenario
 
 # Case parameters that identify one case within a run.
 CASE_KEY = (
     "variant", "strategy", "expert_kind", "num_experts", "top_k", "batch_size", "seq_len", "d_model", "d_ff",
-    "dtype", "device", "mode",
+    "dtype", "device", "mode", "model",
 )  # fmt: skip
 # Scenario keys that do not change what is measured, so runs that differ only there stay comparable.
 NON_DEFINING_SCENARIO_KEYS = ("description", "measure", "gates")
@@ -75,11 +76,28 @@ def case_key(case: dict[str, Any], keys: tuple[str, ...] = CASE_KEY) -> tuple[An
 
 
 def defining_scenario(scenario: dict[str, Any]) -> dict[str, Any]:
-    """Drop the scenario keys that do not change what is measured, and fill in keys older runs lack."""
+    """Drop the scenario keys that do not change what is measured, and fill in keys older runs lack.
+
+    Keys added to the schema after a run was recorded (such as sweep.model) take
+    their defaults first, so that run stays comparable with later ones.
+    """
+    defaults = dump_scenario(Scenario(name="defaults", variants=["dense"]))
+    scenario = _with_defaults(scenario, defaults)
     defining = {key: value for key, value in scenario.items() if key not in NON_DEFINING_SCENARIO_KEYS}
     for key, value in LATER_SCENARIO_KEYS.items():
         defining.setdefault(key, value)
     return defining
+
+
+def _with_defaults(recorded: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """Add the keys of ``defaults`` that ``recorded`` lacks, section by section."""
+    filled = dict(recorded)
+    for key, default in defaults.items():
+        if key not in filled:
+            filled[key] = default
+        elif isinstance(default, dict) and isinstance(filled[key], dict):
+            filled[key] = _with_defaults(filled[key], default)
+    return filled
 
 
 def results_path(path: str | Path) -> Path:
