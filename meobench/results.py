@@ -226,7 +226,8 @@ class CaseResult:
     @classmethod
     def from_json(cls, record: dict[str, Any]) -> CaseResult:
         """Rebuild a result from a ``to_json`` record; ``speedup_vs_moe`` is left for fill_speedups."""
-        group = CaseGroup(**{key: record[key] for key in GROUP_KEYS})
+        # Records written before model cases existed have no "model" key.
+        group = CaseGroup(**{key: record[key] for key in GROUP_KEYS}, model=record.get("model"))
         samples = tuple(record.get("latency_samples_s") or ())
         measurement = Measurement(samples, record["stop_reason"]) if samples else None
         return cls(

@@ -19,7 +19,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Union
 
 import torch
 
@@ -32,10 +32,10 @@ from meobench.flopcheck import count_case
 from meobench.flops import count_flops
 from meobench.layers.variants import LayerSet, reference_variant, variant_spec
 from meobench.memory import measure_peak_memory, tensor_bytes
-from meobench.profiling import ProfileSettings, profile_steps
 from meobench.models import FAMILIES, ModelInputs, ModelSet, get_preset, make_model_inputs
 from meobench.models.flopcount import count_model_case
 from meobench.models.inputs import padding_mask
+from meobench.profiling import ProfileSettings, profile_steps
 from meobench.results import CaseResult
 from meobench.scenario import Scenario
 from meobench.shape_only import ShapeOnlyMode

@@ -67,8 +67,9 @@ class Sweep(_Strict):
             raise ValueError("is empty; give a value or a list of values")
         if not isinstance(value, list):
             return [value]
-        # An empty strategy list means each variant's default strategy, so it still gives cases.
-        if not value and info.field_name != "strategy":
+        # An empty strategy list means each variant's default strategy, and an empty model
+        # list means layer cases, so both still give cases.
+        if not value and info.field_name not in ("strategy", "model"):
             raise ValueError("is an empty list, so the sweep would have no cases; give at least one value")
         return value
 
@@ -286,7 +287,8 @@ def _cross_check(scenario: Scenario) -> list[tuple[tuple[Any, ...], str]]:
         )
     if sweep.model:
         for key in ("d_model", "d_ff", "expert_kind"):
-            if key in sweep.model_fields_set:
+            # A dumped scenario lists every key with its default; only a changed value is a mistake.
+            if key in sweep.model_fields_set and getattr(sweep, key) != Sweep.model_fields[key].default:
                 problems.append(
                     (
                         ("sweep", key),
