@@ -159,6 +159,10 @@ class CaseShape:
         return self.batch_size * self.seq_len
 
 
+class NoCostModelError(ValueError):
+    """A strategy, registered by a user or a test, that the analytic model has no terms for."""
+
+
 def layer_cost(config: LayerConfig, variant: str, strategy: str, shape: CaseShape) -> CostModel:
     """Cost of one inference forward pass of ``variant`` run with ``strategy``.
 
@@ -309,7 +313,7 @@ class _LayerCostBuilder:
             self.pointwise("combine", "aten::add_", e * tokens * d_out)
             self.read_experts(e)
         else:
-            raise ValueError(f"MoE strategy {strategy!r} has no cost model; add its terms to _LayerCostBuilder.moe.")
+            raise NoCostModelError(f"MoE strategy {strategy!r} has no cost model; add its terms to _LayerCostBuilder.moe.")
 
     def _sequence_decisions(self, level: str) -> int:
         """Distinct routing decisions at sequence or task level."""
@@ -322,7 +326,9 @@ class _LayerCostBuilder:
         strategy = resolve_merge(self.config, strategy, b)
         merged = merged_experts(self.config, strategy)
         if strategy not in ("gather", "gemm", "fused"):
-            raise ValueError(f"MEO merge strategy {strategy!r} has no cost model; add its terms to _LayerCostBuilder.meo.")
+            raise NoCostModelError(
+                f"MEO merge strategy {strategy!r} has no cost model; add its terms to _LayerCostBuilder.meo."
+            )
         for position, (d_in, d_out) in enumerate(self.matrices()):
             if strategy == "gather" and merged == 1:
                 # With K = 1 the einsum sums over a size-1 index, so torch runs it as aten::mul

@@ -157,3 +157,19 @@ def test_count_flops_rejects_inference_mode():
 
     with torch.inference_mode(), pytest.raises(MeobenchError, match="inference_mode"):
         count_flops(lambda: torch.ones(2, 2) @ torch.ones(2, 2))
+
+
+def test_user_strategy_is_counted_but_not_checked(monkeypatch):
+    # A strategy registered outside meobench has no analytic terms: the case still gets its
+    # FlopCounterMode count (the loop strategy's work) and says why it was not checked.
+    from meobench.layers import MOE_STRATEGIES
+    from meobench.layers.moe import run_loop
+
+    monkeypatch.setitem(MOE_STRATEGIES, "user-loop", run_loop)
+    layers = make_layers(num_experts=4, top_k=2, d_model=D).eval()
+    module = layers.build("moe-token", "user-loop")
+    report = count_case(module, inputs(), layers.config, "moe-token", "user-loop", CaseShape(B, L, element_bytes=4))
+    expected = count_case(layers.build("moe-token", "loop"), inputs(), layers.config, "moe-token", "loop", CaseShape(B, L, element_bytes=4))
+    assert report.cost is None
+    assert report.check.startswith("not checked: MoE strategy 'user-loop' has no cost model")
+    assert report.flop_counter == expected.flop_counter
