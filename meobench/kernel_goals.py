@@ -20,13 +20,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from meobench.cases import GROUP_KEYS
 from meobench.errors import MeobenchError
 
 MEO_OVER_DENSE_MAX = 1.25
 SPEEDUP_SHARE_MIN = 0.8
 GROUPED_OVER_K_DENSE_MAX = 1.2
-# Group keys: rows that share them ran on the same weights and inputs.
-GROUP_COLUMNS = ("num_experts", "top_k", "batch_size", "seq_len", "d_model", "d_ff", "expert_kind", "dtype", "device")
 MOE_VARIANTS = ("moe-token", "moe-sequence")
 
 
@@ -63,7 +62,7 @@ def check_kernel_goals(frame: pd.DataFrame, meo_strategy: str = "auto") -> list[
     is missing or did not finish with status ok.
     """
     checks: list[GoalCheck] = []
-    for _, group in frame.groupby(list(GROUP_COLUMNS), sort=True):
+    for _, group in frame.groupby(list(GROUP_KEYS), sort=True):
         checks.extend(_check_group(group, meo_strategy))
     if not checks:
         raise MeobenchError("the results contain no case group; run scenarios/kernels.yaml and pass its results.csv.")
