@@ -109,7 +109,7 @@ def _caption(frame: pd.DataFrame, constant: list[str]) -> str | None:
 def results_table(
     frame: pd.DataFrame, title: str | None = None, columns: tuple[tuple[str, str, str], ...] = TABLE_COLUMNS
 ) -> Table:
-    """A rich table of ``columns`` (column, header, format), units in the headers.
+    """Build a rich table of ``columns`` (column, header, format), units in the headers.
 
     Case parameters that are the same in every row move to the caption, so the
     table stays narrow enough for a terminal.
@@ -134,7 +134,7 @@ def _format(value: object, fmt: str) -> str:
 
 
 def markdown_table(headers: list[str], rows: Iterable[Iterable[object]]) -> str:
-    """A GitHub-flavoured Markdown table; ``|`` inside a cell is escaped."""
+    """Render a GitHub-flavoured Markdown table, escaping ``|`` inside cells."""
 
     def cell(value: object) -> str:
         return str(value).replace("|", "\\|").replace("\n", " ")

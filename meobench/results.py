@@ -40,7 +40,7 @@ COLUMNS = (
     "model",
 )  # fmt: skip
 
-# Columns filled in after the sweep, from all results and the device calibration; a result
+# Columns filled in after the sweep from all results and the device calibration. A result
 # rebuilt by ``from_json`` gets them computed again rather than read back.
 FILLED_AFTER_SWEEP = ("speedup_vs_moe", "pct_of_peak", "peak_bandwidth_gb_s", "bound")
 

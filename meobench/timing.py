@@ -76,7 +76,7 @@ class Measurement:
 
 
 def timer_name(device: str) -> str:
-    """The clock that times calls on ``device``, as recorded with a run."""
+    """Name the clock that times calls on ``device``, as recorded with a run."""
     return "cuda_events" if device.startswith("cuda") else "time.perf_counter"
 
 

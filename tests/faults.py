@@ -76,8 +76,8 @@ def child_entry(*args):
 def tiny_scenario(strategies, **measure):
     """Scenario text with moe-token on the given strategies and shapes that run in milliseconds.
 
-    It runs in train mode because the analytic cost model, which inference mode checks
-    first, knows only the shipped strategies and would fail every fault case the same way.
+    It runs in train mode, which counts FLOPs on the real step. Inference mode first counts
+    FLOPs on shape-only tensors, so a fault would fire inside that count instead.
     """
     options = {"warmup": 0, "min_repeats": 1, "max_repeats": 2, "max_time_s": 0.05, **measure}
     measure_text = ", ".join(f"{key}: {value}" for key, value in options.items())

@@ -161,7 +161,7 @@ def test_count_flops_rejects_inference_mode():
 
 def test_user_strategy_is_counted_but_not_checked(monkeypatch):
     # A strategy registered outside meobench has no analytic terms: the case still gets its
-    # FlopCounterMode count (the loop strategy's work) and says why it was not checked.
+    # FlopCounterMode count (the loop strategy's work) and a check that states why it was not checked.
     from meobench.layers import MOE_STRATEGIES
     from meobench.layers.moe import run_loop
 

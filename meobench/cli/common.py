@@ -64,12 +64,12 @@ def configure(
 
 
 def scenario_argument() -> typer.models.ArgumentInfo:
-    """The SCENARIO argument shared by the commands that run a scenario."""
+    """Build the SCENARIO argument shared by the commands that run a scenario."""
     return typer.Argument(..., help="Scenario YAML file, for example scenarios/scaling.yaml.")
 
 
 def out_option() -> typer.models.OptionInfo:
-    """The --out option shared by the commands that write a run directory."""
+    """Build the --out option shared by the commands that write a run directory."""
     return typer.Option(
         None,
         "--out",
@@ -80,7 +80,7 @@ def out_option() -> typer.models.OptionInfo:
 
 
 def device_option() -> typer.models.OptionInfo:
-    """The --device option shared by the commands that run a scenario."""
+    """Build the --device option shared by the commands that run a scenario."""
     return typer.Option(
         None,
         "--device",

@@ -4,8 +4,8 @@ Each site gets its own LayerSet (expert bank, router and token attention block).
 Expert 0 contains the dense weights unchanged, so the ``dense`` variant reproduces the
 original model, and the other experts contain the same weights plus seeded Gaussian
 noise of a relative scale. The reference MEO code copies the dense weights into
-every expert unperturbed; with identical experts every routing choice gives the
-same output, which would hide any difference between MoE and MEO.
+every expert unperturbed. Identical experts give the same output for every routing
+choice, which would hide any difference between MoE and MEO.
 """
 
 from __future__ import annotations
