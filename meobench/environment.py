@@ -2,7 +2,8 @@
 
 Two parts of it decide whether runs can be compared: the device fingerprint
 (``device_identity``: what the hardware is) and the software stack
-(``stack_identity``: torch, CUDA, cuDNN, Triton and Python versions). Everything
+(``stack_identity``: torch, CUDA, cuDNN, Triton and Python versions, and the
+CPU allocator policy). Everything
 else (clocks, commit, timestamp) is recorded to explain a difference, not to
 forbid a comparison.
 """
@@ -23,6 +24,7 @@ import torch
 from torch.utils import collect_env
 
 import meobench
+from meobench.allocator import describe_cpu_allocator
 from meobench.devices import cpu_model, device_name
 
 logger = logging.getLogger(__name__)
@@ -30,7 +32,8 @@ logger = logging.getLogger(__name__)
 # Device fingerprint fields that identify the hardware; the others (clocks, driver) describe its state.
 DEVICE_IDENTITY_KEYS = ("kind", "name", "compute_capability", "sm_count", "memory_bytes", "logical_cores", "threads")
 # Environment fields that make up the software stack.
-STACK_KEYS = ("torch_version", "cuda_version", "cudnn_version", "triton_version", "python_version")
+# The CPU allocator policy is part of it: it changes what a large allocation costs.
+STACK_KEYS = ("torch_version", "cuda_version", "cudnn_version", "triton_version", "python_version", "cpu_allocator")
 # Linux file with the CPU frequency governor. Most containers and virtual machines lack it.
 GOVERNOR_PATH = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
 
@@ -40,11 +43,13 @@ def collect_environment(
     scenario_path: str | Path | None = None,
     timing: dict[str, Any] | None = None,
     threads: int | None = None,
+    cpu_allocator: str | None = None,
 ) -> dict[str, Any]:
     """Versions, hardware, git state, scenario file hash, timing settings and a UTC timestamp.
 
     ``devices`` lists the devices the run used; each gets a fingerprint under ``devices``.
     ``threads`` is the intra-op thread count the cases run with, when the scenario sets one.
+    ``cpu_allocator`` is the scenario's CPU allocator policy (meobench.allocator).
     """
     system = collect_env.get_env_info()
     environment: dict[str, Any] = {
@@ -63,6 +68,7 @@ def collect_environment(
         "cuda_available": torch.cuda.is_available(),
         **cpu_details(),
         "torch_threads": threads or torch.get_num_threads(),
+        "cpu_allocator": describe_cpu_allocator(cpu_allocator) if cpu_allocator else None,
         "timestamp_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if torch.cuda.is_available():
@@ -111,7 +117,7 @@ def device_identity(fingerprint: dict[str, Any]) -> dict[str, Any]:
 
 
 def stack_identity(environment: dict[str, Any]) -> dict[str, Any]:
-    """Select the software stack from an environment: torch, CUDA, cuDNN, Triton and Python versions."""
+    """Select the software stack from an environment: versions of torch, CUDA, cuDNN, Triton, Python; CPU allocator policy."""
     return {key: environment.get(key) for key in STACK_KEYS}
 
 

@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Iterator, Union
 
 import torch
 
+from meobench.allocator import apply_cpu_allocator
 from meobench.cases import Case, CaseGroup
 from meobench.costmodel import CaseShape, merged_weight_bytes
 from meobench.devices import DTYPES, device_name, dtype_unsupported_reason, synchronize, unavailable_reason
@@ -169,6 +170,7 @@ class Runner:
         self, cases: Iterable[Case], on_case_start: Callable[[Case], None] | None = None
     ) -> Iterator[CaseResult]:
         """Run ``cases`` in order; variants of one group share weights and inputs."""
+        apply_cpu_allocator(self.scenario.cpu_allocator)
         threads = torch.get_num_threads()
         if self.scenario.threads:
             torch.set_num_threads(self.scenario.threads)

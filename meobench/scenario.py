@@ -229,6 +229,13 @@ class Scenario(_Strict):
         default=False, description="Run each case through torch.compile; compile time is reported apart."
     )
     threads: int | None = Field(default=None, ge=1, description="torch intra-op threads; None keeps torch's default.")
+    cpu_allocator: Literal["retain", "system"] = Field(
+        default="retain",
+        description=(
+            "retain: on glibc, keep freed memory in the process so large CPU tensors do not pay page faults "
+            "on every call (see meobench/allocator.py); system: the C library's own behaviour."
+        ),
+    )
     seed: int = 0
     sweep: Sweep = Sweep()
     layer: LayerOptions = LayerOptions()

@@ -214,7 +214,9 @@ def run_and_report(
 def run_environment(scenario_path: Path, spec: Scenario, devices: list[str]) -> dict[str, Any]:
     """Collect the environment a run records, with the timing settings and the timer used on each device."""
     timing = {**spec.measure.model_dump(), "timer": {device: timer_name(device) for device in devices}}
-    return collect_environment(devices, scenario_path=scenario_path, timing=timing, threads=spec.threads)
+    return collect_environment(
+        devices, scenario_path=scenario_path, timing=timing, threads=spec.threads, cpu_allocator=spec.cpu_allocator
+    )
 
 
 def _check_options(
