@@ -10,14 +10,13 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import platformdirs
 import torch
 
+from meobench.cachedir import user_cache_dir
 from meobench.devices import DTYPES, dtype_unsupported_reason, unavailable_reason
 from meobench.environment import device_fingerprint, device_identity, fingerprint_digest
 from meobench.errors import MeobenchError
@@ -69,8 +68,7 @@ class Calibration:
 
 def cache_dir() -> Path:
     """Folder of cached calibrations: $MEOBENCH_CACHE_DIR, else the platform's user cache folder."""
-    root = os.environ.get("MEOBENCH_CACHE_DIR") or platformdirs.user_cache_dir("meobench")
-    return Path(root) / "calibration"
+    return user_cache_dir() / "calibration"
 
 
 def cache_path(fingerprint: dict[str, Any]) -> Path:

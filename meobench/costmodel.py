@@ -13,7 +13,7 @@ bincount, sort) move or select data and are not counted as FLOPs.
 
 The counts follow what the layers in meobench.layers execute, strategy by
 strategy: the ``gemm`` merge multiplies the dense [B, E] gate matrix with all E
-experts, ``loop`` MoE runs T*K token-slots, the ``dense`` oracle runs every
+experts, ``gather`` and ``fused`` multiply only each sequence's K selected experts, ``loop`` MoE runs T*K token-slots, the ``dense`` oracle runs every
 expert on every token, and merged biases come from a matrix product too.
 
 Shape legend: B sequences, L tokens per sequence, T = B*L tokens, D d_model,
@@ -43,6 +43,8 @@ class MatmulTerm:
     """Name of the product in reports, such as ``gate logits``, ``W1`` or ``merge W2``."""
     macs: int
     """Multiply-adds: rows x inner width x output width, summed over the batch."""
+    op: str = "aten"
+    """``aten`` for torch's own products, or the custom op that runs it (which the torch profiler cannot count)."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,11 @@ class CostModel:
     @property
     def matmul_flops(self) -> int:
         return 2 * self.macs
+
+    @property
+    def aten_matmul_flops(self) -> int:
+        """Matrix-product FLOPs of torch's own ops, the ones the torch profiler counts."""
+        return 2 * sum(term.macs for term in self.matmuls if term.op == "aten")
 
     @property
     def elementwise_flops(self) -> int:
@@ -202,8 +209,8 @@ def merged_weight_bytes(config: LayerConfig, batch_size: int, element_bytes: int
 
 
 def merged_experts(config: LayerConfig, strategy: str) -> int:
-    """Experts that the MEO ``strategy`` multiplies into each merged weight: K (gather) or E (gemm, fused)."""
-    return config.top_k if strategy == "gather" else config.num_experts
+    """Experts that the MEO ``strategy`` multiplies into each merged weight: K (gather, fused) or E (gemm)."""
+    return config.num_experts if strategy == "gemm" else config.top_k
 
 
 def resolve_merge(config: LayerConfig, strategy: str, batch_size: int) -> str:
@@ -236,8 +243,8 @@ class _LayerCostBuilder:
         self.weight_elements = 0
         self.merged_elements = 0
 
-    def matmul(self, phase: str, what: str, macs: int) -> None:
-        self.matmuls.append(MatmulTerm(phase, what, macs))
+    def matmul(self, phase: str, what: str, macs: int, op: str = "aten") -> None:
+        self.matmuls.append(MatmulTerm(phase, what, macs, op))
 
     def pointwise(self, phase: str, op: str, flops: int, first_operand_elements: int | None = None) -> None:
         operand = flops if first_operand_elements is None else first_operand_elements
@@ -313,7 +320,9 @@ class _LayerCostBuilder:
             self.pointwise("combine", "aten::add_", e * tokens * d_out)
             self.read_experts(e)
         else:
-            raise NoCostModelError(f"MoE strategy {strategy!r} has no cost model; add its terms to _LayerCostBuilder.moe.")
+            raise NoCostModelError(
+                f"MoE strategy {strategy!r} has no cost model; add its terms to _LayerCostBuilder.moe."
+            )
 
     def _sequence_decisions(self, level: str) -> int:
         """Distinct routing decisions at sequence or task level."""
@@ -337,12 +346,14 @@ class _LayerCostBuilder:
                 if self.config.bias:
                     self.pointwise("merge", "aten::mul", b * d_out, first_operand_elements=b)
                 continue
-            self.matmul("merge", f"merge W{position + 1}", b * merged * d_in * d_out)
+            # fused merges with meobench::merge_selected (inference: no gradient is needed).
+            op = "meobench::merge_selected" if strategy == "fused" else "aten"
+            self.matmul("merge", f"merge W{position + 1}", b * merged * d_in * d_out, op)
             if self.config.bias:
-                self.matmul("merge", f"merge b{position + 1}", b * merged * d_out)
+                self.matmul("merge", f"merge b{position + 1}", b * merged * d_out, op)
         self.expert_chain(rows=tokens, phase="expert", label="merged ", bias_op="aten::baddbmm")
         experts_read = self.config.num_experts
-        if strategy == "gather":
+        if strategy != "gemm":
             experts_read = min(experts_read, self._sequence_decisions(level) * self.config.top_k)
         self.read_experts(experts_read)
         if strategy != "fused":

@@ -11,10 +11,11 @@ across cases or repeats. What each counter covers (torch 2.13, fvcore 0.1.5):
   ``aten::scaled_dot_product_attention`` (fvcore reports both as unsupported and
   counts 0), and replaces its ``aten::einsum`` handle, which for equations it
   does not recognise calls numpy's einsum_path on full-size float64 arrays.
+  meobench also adds handles for ``aten::_grouped_mm`` and ``meobench::merge_selected``.
 - torch profiler (``with_flops=True``): mm, addmm, bmm, baddbmm and conv2d, plus
   ``aten::add`` and ``aten::mul`` counted as the elements of the first operand.
   ``aten::sub``, ``aten::div``, in-place ``add_``/``mul_`` and bias additions
-  inside addmm are not counted.
+  inside addmm are not counted, nor is any custom op such as ``meobench::merge_selected``.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def count_fvcore(module: torch.nn.Module, inputs: tuple[Any, ...]) -> FvcoreCoun
         "aten::einsum", _einsum_macs,
         "aten::scaled_dot_product_attention", _attention_macs,
         "aten::_grouped_mm", _grouped_mm_macs,
+        "meobench::merge_selected", _merge_selected_macs,
         **{name: None for name in FVCORE_IGNORED_OPS},
     )  # fmt: skip
     analysis.unsupported_ops_warnings(False)
@@ -115,6 +117,12 @@ def _grouped_mm_macs(inputs: list[Any], outputs: list[Any]) -> int:
     """torch._grouped_mm(a, b, offs): the multiply-adds of meobench.flops.grouped_mm_flops, halved."""
     out_shape = _shape(outputs[0])
     return grouped_mm_flops(_shape(inputs[0]), _shape(inputs[1]), out_shape=out_shape) // 2
+
+
+def _merge_selected_macs(inputs: list[Any], outputs: list[Any]) -> int:
+    """meobench::merge_selected(stack [E, N], indices [B, K], gates): B*K*N multiply-adds."""
+    batch, top_k = _shape(inputs[1])
+    return batch * top_k * _shape(inputs[0])[1]
 
 
 def _einsum_macs(inputs: list[Any], outputs: list[Any]) -> int:

@@ -121,11 +121,9 @@ def _single_thread() -> Iterator[None]:
 
 
 def expected_profiler_flops(cost: CostModel) -> int:
-    """What the torch profiler should report: matmul FLOPs plus the first operand of each add and mul."""
-    elementwise = sum(
-        term.first_operand_elements for term in cost.elementwise if term.op in PROFILER_ELEMENTWISE_OPS
-    )
-    return cost.matmul_flops + elementwise
+    """What the torch profiler should report: aten matmul FLOPs plus the first operand of each add and mul."""
+    elementwise = sum(term.first_operand_elements for term in cost.elementwise if term.op in PROFILER_ELEMENTWISE_OPS)
+    return cost.aten_matmul_flops + elementwise
 
 
 def _disagreements(report: FlopReport) -> list[str]:

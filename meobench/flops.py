@@ -3,7 +3,8 @@
 Convention: one multiply-add counts as 2 FLOPs (FlopCounterMode's convention).
 FlopCounterMode counts matrix products and convolutions; elementwise work
 (bias, activation, gate scaling) and routing ops (topk, scatter, index_add) are
-not counted.
+not counted. meobench registers formulas for the ops it does not know:
+torch._grouped_mm, the CPU flash-attention kernel and meobench::merge_selected.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula, sdpa_flop_count
 
 from meobench.errors import MeobenchError
+from meobench.layers.merge_kernel import merge_selected_flops
 
 
 def grouped_mm_flops(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
@@ -33,6 +35,10 @@ def grouped_mm_flops(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
 
 if hasattr(torch.ops.aten, "_grouped_mm") and torch.ops.aten._grouped_mm not in flop_registry:
     register_flop_formula(torch.ops.aten._grouped_mm)(grouped_mm_flops)
+
+
+if torch.ops.meobench.merge_selected not in flop_registry:
+    register_flop_formula(torch.ops.meobench.merge_selected)(merge_selected_flops)
 
 
 def cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:

@@ -62,15 +62,26 @@ def test_meo_sequence_gemm_linear():
     assert cost.bytes_min == (128 + 6_336 + 6_336 + 2_560) * 4 == 61_440
 
 
-def test_meo_sequence_fused_skips_merged_traffic():
+def test_meo_sequence_fused_merges_selected_only():
     cost = layer_cost(config(), "meo-sequence", "fused", SHAPE)
-    # the same products as gemm: 62,080 MACs; no W_hat written or read: (128 + 6,336 + 2,560) * 4 bytes
-    assert cost.macs == 62_080
+    # router 256; merge of the K selected experts: B*K*F*D = 2*2*1,536 = 6,144; bias 2*2*48 = 192;
+    # apply 49,152
+    assert cost.macs == 256 + 6_144 + 192 + 49_152 == 55_744
+    # the merges run in meobench::merge_selected, which the torch profiler cannot count
+    assert cost.aten_matmul_flops == 2 * (256 + 49_152)
+    # reads min(E, B*K) = 4 experts, writes no W_hat: (128 + 6,336 + 2,560) * 4 bytes
     assert cost.bytes_min == (128 + 6_336 + 2_560) * 4 == 36_096
 
 
+def test_meo_sequence_fused_reads_selected_experts():
+    # B=1, K=1 of E=4: one expert of 1,584 elements is read, not all four.
+    cost = layer_cost(config(top_k=1), "meo-sequence", "fused", CaseShape(batch_size=1, seq_len=L, element_bytes=4))
+    # w_gate 128 + 1,584 + activations 16 * (32 + 48) = 1,280; 4 bytes each
+    assert cost.bytes_min == (128 + 1_584 + 1_280) * 4
+
+
 def test_meo_sequence_auto_costs_its_choice():
-    # B=2, K=2, E=4: fused reads 4 expert matrices, gather 3*2*2 + 2*2 = 16, so auto runs fused.
+    # B=2, K=2, E=4: fused reads min(4, 2*2) = 4 expert matrices, gather 3*2*2 + 2*2 = 16, so auto runs fused.
     auto = layer_cost(config(), "meo-sequence", "auto", SHAPE)
     fused = layer_cost(config(), "meo-sequence", "fused", SHAPE)
     assert (auto.macs, auto.bytes_min) == (fused.macs, fused.bytes_min)

@@ -46,9 +46,17 @@ def test_meo_sequence_gather_flops():
 
 @pytest.mark.parametrize("strategy", ["fused", "auto"])
 def test_meo_sequence_fused_flops(strategy):
-    # fused does the gemm merge and apply tile by tile, so its count is gemm's: 512 + 24,576 + 768 + 98,304.
-    # auto picks fused here: fused reads E = 4 matrices, gather 3*B*K + 2*B = 16.
-    assert flops_of("meo-sequence", strategy) == 512 + 24_576 + 768 + 98_304
+    # fused merges only the K selected experts, as gather does: 512 + 12,288 + 384 + 98,304.
+    # auto picks fused here: fused reads min(E, B*K) = 4 matrices, gather 3*B*K + 2*B = 16.
+    assert flops_of("meo-sequence", strategy) == 512 + 12_288 + 384 + 98_304
+
+
+def test_fused_flops_with_gradient():
+    # With a gradient the merge runs torch.bmm instead of meobench::merge_selected: the same 111,488 FLOPs.
+    layers = make_layers(num_experts=E, top_k=2, d_model=D, d_ff=F).eval()
+    module = layers.build("meo-sequence", "fused")
+    x = torch.randn(B, L, D)
+    assert count_flops(lambda: module(x)) == 512 + 12_288 + 384 + 98_304
 
 
 def test_moe_token_grouped_flops():

@@ -70,23 +70,24 @@ def test_fused_tile_rows_budget(monkeypatch):
 
 
 def test_merge_traffic_counts():
-    # B=8, K=4, E=16: gather 3*8*4 + 2*8 = 112, gemm 16 + 2*8 = 32, fused 16 matrices.
+    # B=8, K=4, E=16: gather 3*8*4 + 2*8 = 112, gemm 16 + 2*8 = 32, fused min(16, 8*4) = 16 matrices.
     assert merge_traffic("gather", 8, 4, 16) == 112
     assert merge_traffic("gemm", 8, 4, 16) == 32
     assert merge_traffic("fused", 8, 4, 16) == 16
+    # B=1, K=1, E=16: fused reads the one selected expert, min(16, 1) = 1.
+    assert merge_traffic("fused", 1, 1, 16) == 1
 
 
 @pytest.mark.parametrize(
-    "batch, top_k, num_experts, expected",
+    "batch, top_k, num_experts",
     [
-        (8, 4, 16, "fused"),  # fused 16 < gather 112
-        (1, 1, 16, "gather"),  # gather 3 + 2 = 5 < fused 16
-        (1, 2, 8, "fused"),  # gather 6 + 2 = 8 ties fused 8; ties go to fused
-        (2, 1, 64, "gather"),  # gather 6 + 4 = 10 < fused 64
+        (8, 4, 16),  # fused 16 < gemm 32 < gather 112
+        (1, 1, 16),  # fused 1 < gather 3 + 2 = 5 < gemm 16 + 2 = 18
+        (2, 1, 64),  # fused 2 < gather 6 + 4 = 10 < gemm 64 + 4 = 68
     ],
 )
-def test_auto_choice(batch, top_k, num_experts, expected):
-    assert choose_merge(batch, top_k, num_experts) == expected
+def test_auto_chooses_fused(batch, top_k, num_experts):
+    assert choose_merge(batch, top_k, num_experts) == "fused"
 
 
 def test_profiler_phases_of_fused():
