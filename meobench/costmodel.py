@@ -310,8 +310,14 @@ class _LayerCostBuilder:
             # grouped adds the biases after torch._grouped_mm, as an in-place add.
             bias_op = "aten::addmm" if strategy == "loop" else "aten::add_"
             self.expert_chain(rows=tokens * k, phase="expert", label="", bias_op=bias_op)
-            self.pointwise("combine", "aten::mul", tokens * k * d_out)
-            self.pointwise("combine", "aten::index_add_", tokens * k * d_out)
+            if strategy == "loop":
+                self.pointwise("combine", "aten::mul", tokens * k * d_out)
+                self.pointwise("combine", "aten::index_add_", tokens * k * d_out)
+            else:
+                # grouped scales in place, and with K = 1 copies each token's one row instead of adding it.
+                self.pointwise("combine", "aten::mul_", tokens * k * d_out)
+                if k > 1:
+                    self.pointwise("combine", "aten::index_add_", tokens * k * d_out)
             self.read_experts(min(e, decisions * k))
         elif strategy == "dense":
             self.expert_chain(rows=tokens * e, phase="expert", label="")

@@ -45,7 +45,7 @@ _meta_cache: dict[tuple, object | None] = {}
 ROUTING_OPS = frozenset(
     {
         "topk", "sort", "argsort", "scatter", "scatter_add", "gather", "index", "index_select",
-        "index_add", "index_add_", "bincount", "repeat_interleave", "embedding",
+        "index_add", "index_add_", "index_copy", "index_copy_", "bincount", "repeat_interleave", "embedding",
     }
 )  # fmt: skip
 

@@ -95,6 +95,17 @@ def test_moe_token_grouped_matches_loop_products():
     assert "aten::add_" in {term.op for term in grouped.elementwise}
 
 
+def test_moe_grouped_combine_with_one_expert():
+    # K = 1: the gate scaling is one in-place multiply of T*F = 32*48 = 1,536 elements, and
+    # each token's single row is copied, so no index_add_ term remains.
+    combine = [
+        term
+        for term in layer_cost(config(top_k=1), "moe-token", "grouped", SHAPE).elementwise
+        if term.phase == "combine"
+    ]
+    assert [(term.op, term.flops) for term in combine] == [("aten::mul_", 1_536)]
+
+
 def test_meo_token_adds_token_attention():
     cost = layer_cost(config(), "meo-token", "gemm", SHAPE)
     # bottleneck R = 32/8 = 4: W_down 32*32*4 = 4,096, W_up the same, on top of meo-sequence's 62,080

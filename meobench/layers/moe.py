@@ -51,9 +51,16 @@ class Dispatch:
             start += count
 
     def combine(self, expert_out: torch.Tensor, num_tokens: int) -> torch.Tensor:
-        """Scale sorted expert outputs [T*K, F] by their gates and sum them per token -> [T, F]."""
+        """Scale sorted expert outputs [T*K, F] by their gates in place and sum them per token -> [T, F].
+
+        With K = 1 every token has exactly one pair, so its row is copied rather than
+        added to a zero-filled output.
+        """
+        expert_out.mul_(self.gate_of_slot)
+        if expert_out.shape[0] == num_tokens:
+            return expert_out.new_empty(num_tokens, expert_out.shape[1]).index_copy_(0, self.token_of_slot, expert_out)
         out = expert_out.new_zeros(num_tokens, expert_out.shape[1])
-        return out.index_add_(0, self.token_of_slot, expert_out * self.gate_of_slot)
+        return out.index_add_(0, self.token_of_slot, expert_out)
 
 
 def dispatch(weights: torch.Tensor, indices: torch.Tensor, num_experts: int) -> Dispatch:
@@ -110,7 +117,9 @@ def grouped_linear(hidden: torch.Tensor, linear: StackedLinear, pairs: Dispatch)
         ends = torch.tensor(pairs.counts, device=hidden.device).cumsum(0).to(torch.int32)
         out = torch._grouped_mm(hidden, linear.weight.transpose(1, 2), offs=ends)
         if linear.bias is not None:
-            out += linear.bias.index_select(0, pairs.expert_of_slot)
+            # One in-place add per segment, so no [T*K, F] copy of the biases is made.
+            for expert, start, stop in pairs.segments():
+                out[start:stop] += linear.bias[expert]
         return out
 
     pieces = []
