@@ -339,6 +339,9 @@ class _LayerCostBuilder:
     def meo(self, strategy: str, level: str) -> None:
         b, tokens = self.shape.batch_size, self.shape.tokens
         strategy = resolve_merge(self.config, strategy, b)
+        if strategy == "fused" and self.config.top_k == 1:
+            self._single_expert_meo(level)
+            return
         merged = merged_experts(self.config, strategy)
         if strategy not in ("gather", "gemm", "fused"):
             raise NoCostModelError(
@@ -365,6 +368,18 @@ class _LayerCostBuilder:
         if strategy != "fused":
             # W_hat and b_hat are written once and read once; fused keeps its tiles in cache.
             self.merged_elements += 2 * b * self.params_per_expert()
+
+    def _single_expert_meo(self, level: str) -> None:
+        """fused with K = 1: each sequence's expert runs with its bias in addmm, then its output is scaled in place."""
+        tokens = self.shape.tokens
+        for position, (d_in, d_out) in enumerate(self.matrices()):
+            if position > 0:
+                self.pointwise("expert", f"aten::{self.config.activation}", tokens * d_in)
+            self.matmul("expert", f"W{position + 1}", tokens * d_in * d_out)
+            if self.config.bias:
+                self.pointwise("expert", "aten::addmm", tokens * d_out)
+            self.pointwise("expert", "aten::mul_", tokens * d_out)
+        self.read_experts(min(self.config.num_experts, self._sequence_decisions(level)))
 
     def build(self, params: tuple[int, int]) -> CostModel:
         element_bytes = self.shape.element_bytes

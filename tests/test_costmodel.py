@@ -73,6 +73,17 @@ def test_meo_sequence_fused_merges_selected_only():
     assert cost.bytes_min == (128 + 6_336 + 2_560) * 4 == 36_096
 
 
+def test_meo_sequence_fused_single_expert_has_no_merge():
+    cost = layer_cost(config(top_k=1), "meo-sequence", "fused", SHAPE)
+    # router 2*32*4 = 256; each sequence's expert on its 16 tokens: 32*32*48 = 49,152; no merge
+    assert cost.macs == 256 + 49_152
+    assert "merge" not in cost.flops_by_phase()
+    # masked mean 1,024 + 1,024 + 32 + 2 + 64; bias in addmm 32*48 = 1,536; gate scaling 1,536
+    assert cost.elementwise_flops == 2_146 + 1_536 + 1_536
+    # w_gate 128 + min(E, B) = 2 experts of 1,584 + activations 2,560; 4 bytes each
+    assert cost.bytes_min == (128 + 2 * 1_584 + 2_560) * 4 == 23_424
+
+
 def test_meo_sequence_fused_reads_selected_experts():
     # B=1, K=1 of E=4: one expert of 1,584 elements is read, not all four.
     cost = layer_cost(config(top_k=1), "meo-sequence", "fused", CaseShape(batch_size=1, seq_len=L, element_bytes=4))

@@ -108,8 +108,11 @@ def run_fused(linear: StackedLinear, routing: Routing, x: torch.Tensor) -> torch
     Each tile merges only the K selected experts of each sequence (merge_selected,
     a compiled kernel on the CPU) and the matrix product uses the B merged tiles
     while they are still in cache. Each call reads every selected expert once.
+    With K = 1 there is nothing to sum, so ``apply_single_expert`` runs instead.
     """
     _, d_out, d_in = linear.weight.shape
+    if routing.indices.shape[1] == 1:
+        return apply_single_expert(linear, routing, x)
     batch = x.shape[0]
     rows = fused_tile_rows(batch, d_in, d_out, x)
     with record_function("merge"):
@@ -127,6 +130,32 @@ def run_fused(linear: StackedLinear, routing: Routing, x: torch.Tensor) -> torch
             tiles.append(apply_merged(x, merged))  # [B, L, rows]
     with record_function("expert"):
         return torch.cat(tiles, dim=-1)
+
+
+def apply_single_expert(linear: StackedLinear, routing: Routing, x: torch.Tensor) -> torch.Tensor:
+    """Apply MEO with K = 1, where W_hat = g W_e and b_hat = g b_e, as y = g (W_e x + b_e).
+
+    No merged weight is written: the sequences are grouped by their expert, each
+    expert runs once on its group in place of a merge, and its output is scaled by
+    the gates.
+    """
+    experts = routing.indices[:, 0]
+    order = torch.argsort(experts, stable=True)
+    counts = torch.bincount(experts, minlength=linear.num_experts).tolist()
+    out = x.new_empty(x.shape[0], x.shape[1], linear.weight.shape[1])
+    start = 0
+    with record_function("expert"):
+        for expert, count in enumerate(counts):
+            if not count:
+                continue
+            sequences = order[start : start + count]
+            start += count
+            gates = routing.weights[sequences].unsqueeze(-1)  # [count, 1, 1]
+            y = linear.forward_expert(expert, x[sequences])  # [count, L, F]
+            # In place only without autograd, which needs y unscaled for the gates' gradient.
+            y = y * gates if torch.is_grad_enabled() else y.mul_(gates)
+            out.index_copy_(0, sequences, y)
+    return out
 
 
 def fused_tile_rows(batch: int, d_in: int, d_out: int, x: torch.Tensor) -> int:
