@@ -16,7 +16,7 @@ from meobench.environment import collect_environment
 from meobench.errors import MeobenchError
 from meobench.layers import MERGE_STRATEGIES, MOE_STRATEGIES, VARIANTS
 from meobench.models import PRESETS, count_dense_parameters
-from meobench.scenario import load_scenario
+from meobench.scenario import Scenario, load_scenario
 
 
 @app.command()
@@ -99,6 +99,8 @@ def env() -> None:
     table = Table(title="Environment", show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value")
-    for key, value in collect_environment([resolve_device("auto")]).items():
+    # A run records its scenario's policy; show the default one.
+    policy = Scenario.model_fields["cpu_allocator"].default
+    for key, value in collect_environment([resolve_device("auto")], cpu_allocator=policy).items():
         table.add_row(key, str(value))
     console.print(table)
