@@ -63,29 +63,31 @@ def configure(
         logging.getLogger("meobench.runner").setLevel(logging.CRITICAL)
 
 
-def scenario_argument() -> typer.models.ArgumentInfo:
+def scenario_argument(example: str = "scenarios/scaling.yaml") -> typer.models.ArgumentInfo:
     """Build the SCENARIO argument shared by the commands that run a scenario."""
-    return typer.Argument(..., help="Scenario YAML file, for example scenarios/scaling.yaml.")
+    return typer.Argument(..., help=f"Scenario YAML file, for example {example}.")
 
 
-def out_option() -> typer.models.OptionInfo:
-    """Build the --out option shared by the commands that write a run directory."""
+def out_option(
+    contents: str = "results.csv, results.json and results.jsonl",
+) -> typer.models.OptionInfo:
+    """Build the --out option shared by the commands that write a run directory; ``contents`` lists what it gets."""
     return typer.Option(
         None,
         "--out",
         "-o",
-        help="New run directory for results.csv, results.json and results.jsonl; it must not exist or be empty. "
+        help=f"New run directory for {contents}; it must not exist or be empty. "
         "Default: reports/<scenario name>/<UTC timestamp>/.",
     )
 
 
-def device_option() -> typer.models.OptionInfo:
-    """Build the --device option shared by the commands that run a scenario."""
+def device_option(cases: str = "every case") -> typer.models.OptionInfo:
+    """Build the --device option shared by the commands that run a scenario; ``cases`` says which cases move."""
     return typer.Option(
         None,
         "--device",
         "-d",
-        help="Run every case on this device (auto, cpu, cuda, cuda:N or mps) instead of the scenario's device list.",
+        help=f"Run {cases} on this device (auto, cpu, cuda, cuda:N or mps) instead of the scenario's device list.",
     )
 
 

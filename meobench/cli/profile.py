@@ -10,7 +10,17 @@ import typer
 
 from meobench.calibrate import calibrations_for
 from meobench.cases import Case, expand
-from meobench.cli.common import EXIT_FAILED_CASES, app, check_device, console, error_console, reports_errors
+from meobench.cli.common import (
+    EXIT_FAILED_CASES,
+    app,
+    check_device,
+    console,
+    device_option,
+    error_console,
+    out_option,
+    reports_errors,
+    scenario_argument,
+)
 from meobench.cli.run import run_environment
 from meobench.errors import MeobenchError
 from meobench.profiling import operators_frame
@@ -24,7 +34,7 @@ from meobench.scenario import Scenario, dump_scenario, load_scenario
 @app.command()
 @reports_errors
 def profile(
-    scenario: Path = typer.Argument(..., help="Scenario YAML file, for example scenarios/profile.yaml."),
+    scenario: Path = scenario_argument("scenarios/profile.yaml"),
     case: str = typer.Option(
         ...,
         "--case",
@@ -32,16 +42,8 @@ def profile(
         help="Case id to profile, as `meobench run SCENARIO --dry-run` lists them; "
         "a prefix that names one case is enough.",
     ),
-    out: Optional[Path] = typer.Option(
-        None,
-        "--out",
-        "-o",
-        help="Folder for the results files and the traces/, chrome/, operators/ and memory/ folders. "
-        "Default: reports/<scenario name>/<UTC timestamp>/.",
-    ),
-    device: Optional[str] = typer.Option(
-        None, "--device", "-d", help="Run on this device (auto, cpu, cuda, cuda:N or mps) instead of the scenario's."
-    ),
+    out: Optional[Path] = out_option("the results files and the traces/, chrome/, operators/ and memory/ folders"),
+    device: Optional[str] = device_option("the case"),
 ) -> None:
     """Measure one case under torch.profiler: phase times, top operators, trace files for TensorBoard and Perfetto."""
     check_device(device)
