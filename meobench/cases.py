@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 
 from meobench.devices import resolve_device
 from meobench.layers.config import LayerConfig
-from meobench.layers.variants import VARIANTS
+from meobench.layers.variants import ALL_VARIANTS
 from meobench.models.presets import get_preset
 from meobench.scenario import Scenario
 
@@ -99,9 +99,10 @@ def count_cases(scenario: Scenario, device: str | None = None) -> int:
     """Number of cases ``expand`` would list, computed without listing them."""
     groups = math.prod(len(values) for values in _group_values(scenario, device))
     if scenario.sweep.model:
-        groups = len(scenario.sweep.model) * len(scenario.sweep.placement) * math.prod(
-            len(values) for values in _group_values(scenario, device, MODEL_GROUP_KEYS)
-        )
+        groups = 0
+        for model in scenario.sweep.model:
+            placements, swept = _model_group_values(scenario, device, model)
+            groups += len(placements) * math.prod(len(values) for values in swept)
     per_group = sum(len(strategies_for(variant, scenario.sweep.strategy)) for variant in scenario.variants)
     return groups * per_group
 
@@ -123,16 +124,36 @@ def _groups(scenario: Scenario, device: str | None) -> list[CaseGroup]:
     if not sweep.model:
         return [CaseGroup(*combination) for combination in itertools.product(*_group_values(scenario, device))]
     groups = []
-    swept = _group_values(scenario, device, MODEL_GROUP_KEYS)
-    for model, placement in itertools.product(sweep.model, sweep.placement):
+    for model in sweep.model:
         d_model, d_ff = get_preset(model).widths()
-        for n, k, batch, seq_len, dtype, resolved in itertools.product(*swept):
-            groups.append(CaseGroup(n, k, batch, seq_len, d_model, d_ff, placement, dtype, resolved, model=model))
+        placements, swept = _model_group_values(scenario, device, model)
+        for placement in placements:
+            for n, k, batch, seq_len, dtype, resolved in itertools.product(*swept):
+                groups.append(CaseGroup(n, k, batch, seq_len, d_model, d_ff, placement, dtype, resolved, model=model))
     return groups
+
+
+def _model_group_values(scenario: Scenario, device: str | None, model: str) -> tuple[list[str], list[list[object]]]:
+    """Placements and swept values (MODEL_GROUP_KEYS order) of one model's case groups.
+
+    A native MoE preset's sparse block is one routed layer of whole gated experts, so
+    it runs under placement ``ffn`` whatever sweep.placement lists. Its expert count
+    and top-k are the preset's own unless sweep.num_experts or sweep.top_k differ from
+    their defaults (a scenario dumped into results.json lists every default).
+    """
+    sweep = scenario.sweep
+    swept = _group_values(scenario, device, MODEL_GROUP_KEYS)
+    preset = get_preset(model)
+    if not preset.native_moe:
+        return list(sweep.placement), swept
+    for key, own in zip(("num_experts", "top_k"), preset.native_experts()):
+        if getattr(sweep, key) == type(sweep).model_fields[key].default:
+            swept[MODEL_GROUP_KEYS.index(key)] = [own]
+    return ["ffn"], swept
 
 
 def strategies_for(variant: str, requested: list[str]) -> list[str]:
     """Pick the requested strategies that apply to ``variant``, or its default when none does."""
-    spec = VARIANTS[variant]
+    spec = ALL_VARIANTS[variant]
     chosen = [name for name in requested if name in spec.strategies()]
     return chosen or [spec.default_strategy]

@@ -197,15 +197,12 @@ def merged_weight_bytes(config: LayerConfig, batch_size: int, element_bytes: int
     """Bytes MEO's merged weights take for one call: batch x d_out x d_in elements per expert matrix.
 
     One merged matrix per sequence and per matrix of the expert (one for ``linear``
-    experts, two for ``ffn``). Merged biases (batch x d_out) and the output are left
+    experts, two for ``ffn`` and ``glu``). Merged biases (batch x d_out) and the output are left
     out, so a measured peak above this is expected. The ``gather`` merge also keeps
     the selected experts' copies (batch x top_k x d_out x d_in), so it lands near
     top_k + 1 times this.
     """
-    matrices = [(config.d_ff, config.d_model)]
-    if config.expert_kind == "ffn":
-        matrices.append((config.d_model, config.d_ff))
-    return sum(batch_size * d_out * d_in * element_bytes for d_out, d_in in matrices)
+    return sum(batch_size * d_out * d_in * element_bytes for d_in, d_out in config.expert_matrices())
 
 
 def merged_experts(config: LayerConfig, strategy: str) -> int:
@@ -252,8 +249,7 @@ class _LayerCostBuilder:
 
     def matrices(self) -> list[tuple[int, int]]:
         """(d_in, d_out) of each matrix in one expert, in order."""
-        d, f = self.config.d_model, self.config.d_ff
-        return [(d, f)] if self.config.expert_kind == "linear" else [(d, f), (f, d)]
+        return self.config.expert_matrices()
 
     def params_per_expert(self) -> int:
         bias = self.config.bias
@@ -267,6 +263,9 @@ class _LayerCostBuilder:
         for position, (d_in, d_out) in enumerate(self.matrices()):
             if position > 0:
                 self.pointwise(phase, f"aten::{self.config.activation}", rows * d_in)
+                if self.config.expert_kind == "glu":
+                    # activation(gate) * up: one product per element of the d_ff-wide hidden layer.
+                    self.pointwise(phase, "aten::mul", rows * d_in)
             self.matmul(phase, f"{label}W{position + 1}", rows * d_in * d_out)
             if self.config.bias:
                 # F.linear and baddbmm add the bias inside the matrix product op.
@@ -397,11 +396,8 @@ class _LayerCostBuilder:
 
 def _parameter_counts(config: LayerConfig, family: str, level: str | None) -> tuple[int, int]:
     """(total, active per token) parameters, counted the way LayerSet.count_parameters counts tensors."""
-    d, f, e, k = config.d_model, config.d_ff, config.num_experts, config.top_k
-    if config.expert_kind == "linear":
-        per_expert = d * f + (f if config.bias else 0)
-    else:
-        per_expert = 2 * d * f + ((f + d) if config.bias else 0)
+    d, e, k = config.d_model, config.num_experts, config.top_k
+    per_expert = sum(d_in * d_out + (d_out if config.bias else 0) for d_in, d_out in config.expert_matrices())
     if family == "dense":
         return per_expert, per_expert
     router = d * e * (2 if config.noisy_gating else 1)

@@ -26,7 +26,7 @@ from matplotlib.axis import Axis
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from meobench.layers.variants import VARIANTS, reference_variant
+from meobench.layers.variants import ALL_VARIANTS, reference_variant
 from meobench.saved_run import SavedRun
 
 # Case parameters that can split a figure into panels, in the order panels are arranged.
@@ -164,14 +164,14 @@ def variant_colour(variant: str) -> str:
 
 
 def variant_family(variant: str) -> str | None:
-    """``dense``, ``moe`` or ``meo``; None for a variant this meobench version does not know."""
-    spec = VARIANTS.get(variant)
+    """``dense``, ``moe``, ``meo`` or ``native``; None for a variant this meobench version does not know."""
+    spec = ALL_VARIANTS.get(variant)
     return spec.family if spec else None
 
 
 def variant_rank(variant: str) -> int:
     """Position of a variant in the registry, so tables and legends list variants in one order."""
-    names = list(VARIANTS)
+    names = list(ALL_VARIANTS)
     return names.index(variant) if variant in names else len(names)
 
 

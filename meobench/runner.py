@@ -121,6 +121,7 @@ def build_weights(group: CaseGroup, scenario: Scenario, count_only: bool = False
         expert_noise=scenario.models.expert_noise,
         pretrained=Path(pretrained) if pretrained else None,
         fill_experts=not count_only,
+        check_memory=scenario.models.check_memory,
     )
 
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from meobench.errors import ScenarioError
 from meobench.layers.config import ACTIVATIONS, EXPERT_KINDS
-from meobench.layers.variants import VARIANTS
+from meobench.layers.variants import ALL_VARIANTS
 from meobench.models.presets import PRESETS
 
 DTYPES = ("float32", "float64", "bfloat16", "float16")
@@ -42,7 +42,9 @@ class Sweep(_Strict):
     seq_len: list[int] = Field(default=[128], description="Tokens per sequence.")
     d_model: list[int] = Field(default=[768], description="Input width.")
     d_ff: list[int] = Field(default=[3072], description="Linear expert output width, or FFN hidden width.")
-    expert_kind: list[Literal["linear", "ffn"]] = Field(default=["linear"], description="Expert kind.")
+    expert_kind: list[Literal["linear", "ffn", "glu"]] = Field(
+        default=["linear"], description="Expert kind: linear, ffn, or glu (gated, as SwiGLU)."
+    )
     strategy: list[str] = Field(
         default=[],
         description="Strategies to run; each variant runs those that apply to it, or its default when none does.",
@@ -57,7 +59,7 @@ class Sweep(_Strict):
     placement: list[Literal["linear", "ffn"]] = Field(
         default=["linear"],
         description="Model cases: linear = each feed-forward linear is a routed layer, ffn = the whole block is one "
-        "expert. It sets expert_kind.",
+        "expert. It sets expert_kind. Native MoE presets always run as ffn.",
     )
 
     @field_validator("*", mode="before")
@@ -129,6 +131,11 @@ class ModelOptions(_Strict):
     )
     decoder_seq_len: int | None = Field(
         default=None, ge=1, description="Decoder tokens of T5 and BART; default: seq_len."
+    )
+    check_memory: bool = Field(
+        default=True,
+        description="Skip a model whose estimated float32 weights exceed the host's available memory "
+        "(Mixtral 8x7B needs about 174 GiB); false builds it anyway.",
     )
     pretrained: dict[str, str] = Field(
         default={},
@@ -262,10 +269,10 @@ class Scenario(_Strict):
                 raise ValueError("is an empty list; name at least one variant")
             for variant in value:
                 # A non-string item is left to the list[str] type check, which names its position.
-                if isinstance(variant, str) and variant not in VARIANTS:
+                if isinstance(variant, str) and variant not in ALL_VARIANTS:
                     raise ValueError(
-                        f"contains unknown variant {variant!r}{_did_you_mean(str(variant), VARIANTS)}; "
-                        f"valid variants: {', '.join(VARIANTS)}"
+                        f"contains unknown variant {variant!r}{_did_you_mean(str(variant), ALL_VARIANTS)}; "
+                        f"valid variants: {', '.join(ALL_VARIANTS)}"
                     )
         return value
 
@@ -274,7 +281,7 @@ def _cross_check(scenario: Scenario) -> list[tuple[tuple[Any, ...], str]]:
     """Problems that involve several keys, each with the key path to point at."""
     problems = []
     sweep = scenario.sweep
-    known = {s for v in scenario.variants for s in VARIANTS[v].strategies()}
+    known = {s for v in scenario.variants for s in ALL_VARIANTS[v].strategies()}
     for index, strategy in enumerate(sweep.strategy):
         if strategy not in known:
             problems.append(
@@ -301,6 +308,16 @@ def _cross_check(scenario: Scenario) -> list[tuple[tuple[Any, ...], str]]:
                         ("sweep", key),
                         f"has no effect because sweep.model is set and the preset fixes {key}; "
                         "remove it, or move the model cases to their own scenario",
+                    )
+                )
+    if not sweep.model:
+        for index, variant in enumerate(scenario.variants):
+            if ALL_VARIANTS[variant].family == "native":
+                problems.append(
+                    (
+                        ("variants", index),
+                        f"variant {variant!r} runs a native MoE model's own sparse block, so it needs sweep.model "
+                        "with a native MoE preset (mixtral-tiny, olmoe-tiny, ...); add one, or drop the variant",
                     )
                 )
     if "meo-token" in scenario.variants and not sweep.model:

@@ -139,6 +139,25 @@ def test_moe_sequence_loop_ffn():
     assert by_phase["combine"]["elementwise"] == 4_096
 
 
+def test_moe_token_loop_glu():
+    cost = layer_cost(config(expert_kind="glu", bias=False, activation="silu"), "moe-token", "loop", SHAPE)
+    # router T*D*E = 32*32*4 = 4,096; each of 64 token-slots runs 32 -> 2*48 and 48 -> 32:
+    # 64 * (32*96 + 48*32) = 64 * 4,608 = 294,912
+    assert cost.macs == 4_096 + 294_912
+    by_phase = cost.flops_by_phase()
+    # silu on the 48-wide gate and its product with up: 2 x 64*48, no biases
+    assert by_phase["expert"]["elementwise"] == 2 * 3_072
+    # 4 experts x 4,608 + w_gate and w_noise 2*32*4 = 18,432 + 256; active 256 + 2 x 4,608
+    assert (cost.params_total, cost.params_active) == (18_688, 9_472)
+
+
+def test_meo_sequence_gemm_glu():
+    cost = layer_cost(config(expert_kind="glu", bias=False), "meo-sequence", "gemm", SHAPE)
+    # router 2*32*4 = 256; merge [B, E] @ [E, 96*32] and [E, 32*48]: 2*4*(3,072 + 1,536) = 36,864;
+    # merged expert on every token: 32 * 4,608 = 147,456
+    assert cost.macs == 256 + 36_864 + 147_456
+
+
 def test_meo_task_gather_ffn():
     cost = layer_cost(config(expert_kind="ffn"), "meo-task", "gather", SHAPE)
     # router on B task embeddings 256; merge K=2 experts per sequence: 2*2*(1,536 + 1,536) = 12,288;
@@ -173,7 +192,7 @@ def test_breakeven_sequence_length():
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-@pytest.mark.parametrize("expert_kind", ["linear", "ffn"])
+@pytest.mark.parametrize("expert_kind", ["linear", "ffn", "glu"])
 def test_parameters_match_layer_tensors(variant, expert_kind):
     layers = make_layers(expert_kind=expert_kind)
     counted = layers.count_parameters(variant)

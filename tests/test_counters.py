@@ -22,7 +22,7 @@ CASES = [
     for kind in ("linear", "ffn")
     for bias in (True, False)
     for top_k in (1, 2)
-]
+] + [(variant, VARIANTS[variant].default_strategy, "glu", False, 2) for variant in VARIANTS]
 
 
 def inputs():

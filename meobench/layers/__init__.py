@@ -7,11 +7,22 @@ from meobench.layers.meo import MERGE_STRATEGIES, MEOLayer, register_merge
 from meobench.layers.moe import MOE_STRATEGIES, MoELayer, register_strategy
 from meobench.layers.router import Router, Routing
 from meobench.layers.token_attention import TokenAttention
-from meobench.layers.variants import NO_STRATEGY, VARIANTS, LayerSet, ParameterCount, reference_variant, variant_spec
+from meobench.layers.variants import (
+    ALL_VARIANTS,
+    MODEL_VARIANTS,
+    NO_STRATEGY,
+    VARIANTS,
+    LayerSet,
+    ParameterCount,
+    reference_variant,
+    variant_spec,
+)
 
 __all__ = [
+    "ALL_VARIANTS",
     "EXPERT_KINDS",
     "MERGE_STRATEGIES",
+    "MODEL_VARIANTS",
     "MOE_STRATEGIES",
     "NO_STRATEGY",
     "ROUTING_LEVELS",

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from meobench.errors import ConfigError
 
-EXPERT_KINDS = ("linear", "ffn")
+EXPERT_KINDS = ("linear", "ffn", "glu")
 ROUTING_LEVELS = ("token", "sequence", "task")
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
 
@@ -29,7 +29,9 @@ class LayerConfig:
     """Width of the ``linear`` expert's output, or of the ``ffn`` expert's hidden layer."""
     expert_kind: str = "linear"
     """``linear``: one affine map d_model -> d_ff per expert, activation outside the layer.
-    ``ffn``: d_model -> d_ff -> d_model with ``activation`` inside each expert."""
+    ``ffn``: d_model -> d_ff -> d_model with ``activation`` inside each expert.
+    ``glu``: a gated feed-forward block (SwiGLU with silu): d_model -> 2 x d_ff, whose
+    first half (gate) and second half (up) give activation(gate) * up, then d_ff -> d_model."""
     bias: bool = True
     """Whether each expert matrix has a bias vector."""
     activation: str = "gelu"
@@ -41,6 +43,9 @@ class LayerConfig:
     """Add N(0, 1) * (softplus(u @ W_noise) + 0.01) to the logits in training mode."""
     aux_loss_weight: float = 0.01
     """Weight of the cv^2(importance) + cv^2(load) load-balancing loss."""
+    normalize_top_k: bool = True
+    """True: gate values are a softmax over the K kept logits, so they sum to 1 (Mixtral).
+    False: they are the full softmax over all E experts at the K kept ones (OLMoE's default)."""
     num_tasks: int = 4
     """Rows of the task embedding that task-level routing reads."""
 
@@ -88,6 +93,16 @@ class LayerConfig:
     def d_out(self) -> int:
         """Width of the layer output."""
         return self.d_ff if self.expert_kind == "linear" else self.d_model
+
+    def expert_matrices(self) -> list[tuple[int, int]]:
+        """(d_in, d_out) of each matrix of one expert, in the order they run."""
+        d, f = self.d_model, self.d_ff
+        if self.expert_kind == "linear":
+            return [(d, f)]
+        if self.expert_kind == "glu":
+            # The first matrix holds the gate and up projections stacked: [2F, D].
+            return [(d, 2 * f), (f, d)]
+        return [(d, f), (f, d)]
 
 
 def _require_positive(name: str, value: int) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -51,23 +52,30 @@ class StackedLinear(nn.Module):
         return F.linear(x, self.weight[expert], bias)
 
 
+def gated(activation: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Split x [..., 2F] into gate and up halves and return activation(gate) * up [..., F]."""
+    gate, up = x.chunk(2, dim=-1)
+    return activation(gate) * up
+
+
 class ExpertBank(nn.Module):
     """n experts of one kind, each a chain of stacked linears with the activation between.
 
     ``linear`` experts have one matrix (d_model -> d_ff); ``ffn`` experts have two
-    (d_model -> d_ff -> d_model). MEO merges each matrix of the chain separately.
+    (d_model -> d_ff -> d_model). ``glu`` experts have two as well: the gate and up
+    projections stacked as one [2 d_ff, d_model] matrix (the layout transformers'
+    Mixtral and OLMoE experts use), then the down projection. MEO merges each
+    matrix of the chain separately.
     """
 
     def __init__(self, config: LayerConfig, generator: torch.Generator):
         super().__init__()
         self.config = config
-        n, d, f = config.num_experts, config.d_model, config.d_ff
-        if config.expert_kind == "linear":
-            layers = [StackedLinear(n, d, f, config.bias, generator)]
-        else:
-            layers = [StackedLinear(n, d, f, config.bias, generator), StackedLinear(n, f, d, config.bias, generator)]
+        n = config.num_experts
+        layers = [StackedLinear(n, d_in, d_out, config.bias, generator) for d_in, d_out in config.expert_matrices()]
         self.linears = nn.ModuleList(layers)
-        self.activation = ACTIVATION_FUNCTIONS[config.activation]
+        activation = ACTIVATION_FUNCTIONS[config.activation]
+        self.activation = functools.partial(gated, activation) if config.expert_kind == "glu" else activation
 
     @property
     def num_experts(self) -> int:

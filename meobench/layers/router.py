@@ -27,7 +27,8 @@ class Routing:
     level: str
     """``token``, ``sequence`` or ``task``."""
     weights: torch.Tensor
-    """Gate values [N, K]: softmax over the kept logits, so each row sums to 1."""
+    """Gate values [N, K]: softmax over the kept logits, so each row sums to 1, or with
+    ``normalize_top_k`` off the full softmax's values at the kept experts."""
     indices: torch.Tensor
     """Selected experts [N, K], int64."""
     tokens_per_expert: torch.Tensor
@@ -99,8 +100,12 @@ class Router(nn.Module):
 
         # Take K+1 values because the noisy load estimate needs the logit of the first expert left out.
         top_values, top_indices = logits.topk(min(k + 1, e), dim=-1)
-        weights = torch.softmax(top_values[:, :k].float(), dim=-1).to(u.dtype)  # [N, K]
         indices = top_indices[:, :k]
+        if self.config.normalize_top_k:
+            # Equal to a softmax over all E, kept at the top K, divided by their sum.
+            weights = torch.softmax(top_values[:, :k].float(), dim=-1).to(u.dtype)  # [N, K]
+        else:
+            weights = torch.softmax(logits.float(), dim=-1).gather(1, indices).to(u.dtype)  # [N, K]
         tokens_per_expert = torch.bincount(indices.reshape(-1), minlength=e)
 
         aux_loss = u.new_zeros(())

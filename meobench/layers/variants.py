@@ -19,13 +19,17 @@ from meobench.layers.token_attention import TokenAttention
 # Strategy name of the dense baseline, which has nothing to choose.
 NO_STRATEGY = "none"
 
+# Strategies of the ``native`` variant: the experts implementations of transformers 5.25
+# that run on any device ("eager" is the experts module's own per-expert loop).
+NATIVE_STRATEGIES = ("batched_mm", "eager", "grouped_mm")
+
 
 @dataclass(frozen=True)
 class VariantSpec:
     """Meaning of a variant name: its family, routing level and default strategy."""
 
     family: str
-    """``dense``, ``moe`` or ``meo``."""
+    """``dense``, ``moe``, ``meo``, or ``native`` (a native MoE model's own sparse block)."""
     level: str | None
     """Routing level: ``token``, ``sequence``, ``task``; None for the dense baseline."""
     default_strategy: str
@@ -37,6 +41,8 @@ class VariantSpec:
             return tuple(sorted(MOE_STRATEGIES))
         if self.family == "meo":
             return tuple(sorted(MERGE_STRATEGIES))
+        if self.family == "native":
+            return NATIVE_STRATEGIES
         return (NO_STRATEGY,)
 
 
@@ -50,6 +56,15 @@ VARIANTS: dict[str, VariantSpec] = {
     "meo-task": VariantSpec("meo", "task", "gemm"),
 }
 
+# Variants that exist only inside a model: ``native`` runs a native MoE preset's own
+# sparse MoE block (see meobench.models), so LayerSet cannot build it.
+MODEL_VARIANTS: dict[str, VariantSpec] = {
+    "native": VariantSpec("native", "token", "grouped_mm"),
+}
+
+# Every variant name a scenario may list, layer variants first.
+ALL_VARIANTS: dict[str, VariantSpec] = {**VARIANTS, **MODEL_VARIANTS}
+
 
 def reference_variant(variant: str) -> str | None:
     """Name the MoE variant whose output and latency a variant is compared with.
@@ -57,7 +72,7 @@ def reference_variant(variant: str) -> str | None:
     MoE and MEO variants compare with MoE at the same routing level. The dense
     baseline compares with token-level MoE, the vanilla layer it would replace.
     """
-    level = VARIANTS[variant].level or "token"
+    level = ALL_VARIANTS[variant].level or "token"
     return f"moe-{level}"
 
 
@@ -96,6 +111,8 @@ class LayerSet(nn.Module):
                 f"strategy {strategy!r} does not apply to variant {variant!r}; "
                 f"choose one of {', '.join(spec.strategies())}."
             )
+        if spec.family == "native":
+            raise ConfigError(native_variant_error(variant))
         if spec.family == "dense":
             return DenseLayer(self.bank)
         if spec.family == "moe":
@@ -107,6 +124,8 @@ class LayerSet(nn.Module):
     def count_parameters(self, variant: str) -> ParameterCount:
         """Parameters of ``variant``, counted from the tensors it uses."""
         spec = variant_spec(variant)
+        if spec.family == "native":
+            raise ConfigError(native_variant_error(variant))
         per_expert = self.bank.params_per_expert()
         if spec.family == "dense":
             return ParameterCount(per_expert, per_expert)
@@ -129,6 +148,14 @@ class LayerSet(nn.Module):
 def variant_spec(variant: str) -> VariantSpec:
     """Look up a variant by name, with an error that lists the valid names."""
     try:
-        return VARIANTS[variant]
+        return ALL_VARIANTS[variant]
     except KeyError:
-        raise ConfigError(f"variant {variant!r} is not known; choose one of {', '.join(VARIANTS)}.") from None
+        raise ConfigError(f"variant {variant!r} is not known; choose one of {', '.join(ALL_VARIANTS)}.") from None
+
+
+def native_variant_error(variant: str) -> str:
+    """Message for a ``native`` variant requested where no native MoE block exists."""
+    return (
+        f"variant {variant!r} runs the sparse MoE block of a native MoE model and has no layer-only form; "
+        "add a native MoE preset (mixtral-tiny, olmoe-tiny, ...) to sweep.model, or drop the variant."
+    )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from transformers import PretrainedConfig
 
-from meobench.models.presets import ModelPreset, feed_forward_width
+from meobench.models.presets import NATIVE_MOE_FAMILIES, ModelPreset, feed_forward_width
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,13 @@ class Architecture:
     gated: bool
     """T5 gated-GELU: two input linears (wi_0, wi_1) per feed-forward block."""
     bias: bool
-    """Whether the feed-forward linears have biases (all but T5)."""
+    """Whether the feed-forward linears have biases (all but T5, Mixtral and OLMoE)."""
+    kv_width: int = 0
+    """Key and value heads x head width, below attention_width under grouped-query
+    attention (Mixtral); 0 means attention_width."""
+    native_moe: bool = False
+    """Mixtral, OLMoE: each layer's feed-forward block is a sparse MoE block of gated
+    experts, ``ffn`` wide each."""
 
     @classmethod
     def from_preset(cls, preset: ModelPreset) -> Architecture:
@@ -51,6 +57,12 @@ class Architecture:
             gated = config.is_gated_act
         elif family == "bart":
             decoder_layers = config.decoder_layers
+        native_moe = family in NATIVE_MOE_FAMILIES
+        kv_width = 0
+        if native_moe:
+            head_width = getattr(config, "head_dim", None) or hidden // config.num_attention_heads
+            width = config.num_attention_heads * head_width
+            kv_width = config.num_key_value_heads * head_width
         return cls(
             family=family,
             hidden=hidden,
@@ -60,7 +72,9 @@ class Architecture:
             attention_width=width,
             vocab=config.vocab_size,
             gated=gated,
-            bias=family != "t5",
+            bias=family not in ("t5", *NATIVE_MOE_FAMILIES),
+            kv_width=kv_width,
+            native_moe=native_moe,
         )
 
 
@@ -72,7 +86,8 @@ class FeedForwardSite:
     d_out: int
     """Output width of the first (or only) matrix; an ffn site maps d_in -> d_out -> d_in."""
     expert_kind: str
-    """``linear`` (one matrix) or ``ffn`` (two matrices with the activation between)."""
+    """``linear`` (one matrix), ``ffn`` (two matrices with the activation between) or ``glu``
+    (a native MoE block's gated expert: d_in -> 2 x d_out, then d_out -> d_in)."""
     tokens: int
     """Tokens per sequence that pass through it: seq_len, or the decoder length."""
     count: int
@@ -86,6 +101,9 @@ def feed_forward_sites(arch: Architecture, placement: str, seq_len: int, decoder
         streams.append((decoder_len, arch.decoder_layers))
     sites = []
     for tokens, layers in streams:
+        if arch.native_moe:
+            sites.append(FeedForwardSite(arch.hidden, arch.ffn, "glu", tokens, layers))
+            continue
         if placement == "ffn":
             sites.append(FeedForwardSite(arch.hidden, arch.ffn, "ffn", tokens, layers))
             continue
@@ -95,9 +113,16 @@ def feed_forward_sites(arch: Architecture, placement: str, seq_len: int, decoder
     return sites
 
 
-def attention_macs(batch: int, len_q: int, len_kv: int, hidden: int, width: int) -> dict[str, int]:
-    """Count one attention block: Q, K, V, O projections, and the scores QK^T and weighted sum AV."""
-    projections = batch * (len_q * hidden * width + 2 * len_kv * hidden * width + len_q * width * hidden)
+def attention_macs(
+    batch: int, len_q: int, len_kv: int, hidden: int, width: int, kv_width: int = 0
+) -> dict[str, int]:
+    """Count one attention block: Q, K, V, O projections, and the scores QK^T and weighted sum AV.
+
+    ``kv_width`` is the K and V projections' width under grouped-query attention (0: ``width``).
+    The scores run at the full query width, whether the key and value heads are repeated or broadcast.
+    """
+    kv_width = kv_width or width
+    projections = batch * (len_q * hidden * width + 2 * len_kv * hidden * kv_width + len_q * width * hidden)
     scores = batch * 2 * len_q * len_kv * width
     return {"attention projections": projections, "attention scores": scores}
 
@@ -123,7 +148,8 @@ def shared_macs(arch: Architecture, head: str, batch: int, seq_len: int, decoder
         blocks.append((decoder_len, decoder_len, arch.decoder_layers))  # self-attention
         blocks.append((decoder_len, seq_len, arch.decoder_layers))  # cross-attention
     for len_q, len_kv, layers in blocks:
-        for part, macs in attention_macs(batch, len_q, len_kv, arch.hidden, arch.attention_width).items():
+        macs_by_part = attention_macs(batch, len_q, len_kv, arch.hidden, arch.attention_width, arch.kv_width)
+        for part, macs in macs_by_part.items():
             parts[part] += layers * macs
     out_len = decoder_len if arch.decoder_layers else seq_len
     parts["head"] = head_macs(arch, head, batch, out_len)

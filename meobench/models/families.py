@@ -7,6 +7,10 @@ Placements:
   T5 wi and wo or wi_0, wi_1 and wo, BART fc1 and fc2).
 - ``ffn``: the whole feed-forward block (first linear, activation, second linear)
   is one expert of one routed layer.
+
+Native MoE families (Mixtral, OLMoE) already have a sparse MoE block in place of the
+feed-forward block. Their only placement is ``ffn``: the routed layer takes the block's
+place, and its expert bank and router hold the block's own weights (see placement).
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ from transformers import (
     BertModel,
     GPT2LMHeadModel,
     GPT2Model,
+    MixtralForCausalLM,
+    MixtralModel,
+    OlmoeForCausalLM,
+    OlmoeModel,
     PretrainedConfig,
     PreTrainedModel,
     T5ForConditionalGeneration,
@@ -30,6 +38,8 @@ from transformers import (
 from transformers.models.bart.modeling_bart import BartDecoderLayer, BartEncoderLayer
 from transformers.models.bert.modeling_bert import BertLayer
 from transformers.models.gpt2.modeling_gpt2 import GPT2MLP
+from transformers.models.mixtral.modeling_mixtral import MixtralDecoderLayer
+from transformers.models.olmoe.modeling_olmoe import OlmoeDecoderLayer
 from transformers.models.t5.modeling_t5 import T5DenseActDense, T5DenseGatedActDense, T5LayerFF
 
 from meobench.errors import ConfigError
@@ -58,6 +68,8 @@ class Site:
     """meobench activation between an ``ffn`` expert's two linears."""
     cleared: tuple[tuple[nn.Module, str], ...] = ()
     """(module, attribute) pairs that become nn.Identity because the routed layer now does their work."""
+    native_block: nn.Module | None = None
+    """A native MoE model's sparse MoE block (router ``gate`` and fused ``experts``); ``linears`` is then empty."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,8 @@ class Family:
     encoder_decoder: bool
     find_sites: Callable[[str, nn.Module, str, PretrainedConfig], list[Site]]
     """(module path, module, placement, config) -> the sites in that module; [] for other modules."""
+    native_moe: bool = False
+    """Whether the sites are the model's own sparse MoE blocks (placement ``ffn`` only)."""
 
     def model_class(self, head: str) -> type[PreTrainedModel]:
         return self.lm_class if head == "lm" else self.bare_class
@@ -154,11 +168,26 @@ def _bart_sites(path: str, module: nn.Module, placement: str, config: Pretrained
     return [Site(f"{path}.fc1", module, "fc1", linears, _side(path), activation, cleared)]
 
 
+def _native_moe_sites(path: str, module: nn.Module, placement: str, config: PretrainedConfig) -> list[Site]:
+    # Mixtral and OLMoE decoder layers call self.mlp(hidden_states) on their sparse MoE block.
+    if not isinstance(module, (MixtralDecoderLayer, OlmoeDecoderLayer)):
+        return []
+    if placement != "ffn":
+        raise ConfigError(
+            f"{path}.mlp is a native sparse MoE block, whose experts are whole gated feed-forward blocks; "
+            "use placement ffn for native MoE models."
+        )
+    activation = _activation(config.hidden_act, path)
+    return [Site(f"{path}.mlp", module, "mlp", (), _side(path), activation, native_block=module.mlp)]
+
+
 FAMILIES: dict[str, Family] = {
     "bert": Family("bert", BertModel, BertForMaskedLM, False, _bert_sites),
     "gpt2": Family("gpt2", GPT2Model, GPT2LMHeadModel, False, _gpt2_sites),
     "t5": Family("t5", T5Model, T5ForConditionalGeneration, True, _t5_sites),
     "bart": Family("bart", BartModel, BartForConditionalGeneration, True, _bart_sites),
+    "mixtral": Family("mixtral", MixtralModel, MixtralForCausalLM, False, _native_moe_sites, native_moe=True),
+    "olmoe": Family("olmoe", OlmoeModel, OlmoeForCausalLM, False, _native_moe_sites, native_moe=True),
 }
 
 

@@ -16,6 +16,7 @@ import torch
 from meobench.costmodel import CaseShape, CostModel, MatmulTerm, layer_cost
 from meobench.flopcheck import CHECK_TOLERANCE, FlopReport, relative_difference
 from meobench.flops import count_flops
+from meobench.layers import variant_spec
 from meobench.models.costs import Architecture, shared_macs
 from meobench.models.inputs import ModelInputs
 from meobench.models.modelset import ModelSet, VariantModel
@@ -23,6 +24,8 @@ from meobench.shape_only import ShapeOnlyMode
 
 # Phase of the matrix products outside the routed sites.
 SHARED_PHASE = "model"
+# (variant, strategy) of the layer cost model whose matrix products a native sparse MoE block runs.
+NATIVE_COST_VARIANT = ("moe-token", "loop")
 
 
 def model_cost(
@@ -41,10 +44,14 @@ def model_cost(
     site_macs: Counter[tuple[str, str]] = Counter()
     weight_bytes = model_set.shared_params * element_bytes
     merged_bytes = activation_bytes = 0
+    site_variant, site_strategy = variant, strategy
+    if variant_spec(variant).family == "native":
+        # Every transformers experts implementation runs each token's K experts once, as loop MoE does.
+        site_variant, site_strategy = NATIVE_COST_VARIANT
     for routed in model_set.routed:
         tokens = seq_len if routed.side == "input" else decoder_len
         shape = CaseShape(batch, tokens, element_bytes, masked=routed.side == "input")
-        cost = layer_cost(routed.layers.config, variant, strategy, shape)
+        cost = layer_cost(routed.layers.config, site_variant, site_strategy, shape)
         for term in cost.matmuls:
             site_macs[(term.phase, term.what)] += term.macs
         weight_bytes += cost.weight_bytes

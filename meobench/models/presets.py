@@ -2,7 +2,9 @@
 
 Every preset builds its model from a config class with random weights, so nothing
 is ever downloaded. The ``tiny`` preset of each family (2 layers, hidden 64) is
-meant for tests.
+meant for tests. The real-size native MoE presets (mixtral-8x7b, olmoe-1b-7b) are
+listed with their sizes, but building one takes far more memory than most hosts
+have; meobench.models.modelset checks that before it builds.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from transformers import BartConfig, BertConfig, GPT2Config, PretrainedConfig, T5Config
+from transformers import BartConfig, BertConfig, GPT2Config, MixtralConfig, OlmoeConfig, PretrainedConfig, T5Config
 
 from meobench.errors import ConfigError
 
@@ -21,7 +23,8 @@ class ModelPreset:
 
     name: str
     family: str
-    """``bert``, ``gpt2``, ``t5`` or ``bart``: selects the model classes and the feed-forward sites."""
+    """``bert``, ``gpt2``, ``t5``, ``bart``, or a native MoE family (``mixtral``, ``olmoe``): selects the
+    model classes and the feed-forward sites."""
     config_class: Callable[..., PretrainedConfig]
     fields: dict[str, Any]
     """Keyword arguments of ``config_class``; fields left out take transformers' defaults."""
@@ -40,9 +43,30 @@ class ModelPreset:
         config = self.config()
         return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
 
-    def config(self) -> PretrainedConfig:
-        """Build a fresh config with dropout off, so that inference and training steps are deterministic."""
-        return self.config_class(**self.fields, **_NO_DROPOUT[self.family])
+    @property
+    def native_moe(self) -> bool:
+        """Whether the model has its own sparse MoE blocks (Mixtral, OLMoE) in place of dense feed-forward blocks."""
+        return self.family in NATIVE_MOE_FAMILIES
+
+    def native_experts(self) -> tuple[int, int]:
+        """(experts, top-k) of a native MoE preset's own blocks."""
+        config = self.config()
+        return config.num_local_experts, config.num_experts_per_tok
+
+    def config(self, num_experts: int | None = None, top_k: int | None = None) -> PretrainedConfig:
+        """Build a fresh config with dropout off, so that inference and training steps are deterministic.
+
+        ``num_experts`` and ``top_k`` replace a native MoE preset's expert count and
+        experts per token; other presets have none and reject them.
+        """
+        fields = {**self.fields, **_NO_DROPOUT[self.family]}
+        if num_experts is not None or top_k is not None:
+            if not self.native_moe:
+                raise ConfigError(f"model preset {self.name!r} has no native MoE blocks to set experts of.")
+            experts_field, top_k_field = _EXPERT_FIELDS[self.family]
+            fields[experts_field] = num_experts if num_experts is not None else fields[experts_field]
+            fields[top_k_field] = top_k if top_k is not None else fields[top_k_field]
+        return self.config_class(**fields)
 
 
 # Dropout fields per family; benchmarks run without dropout so that outputs compare exactly.
@@ -51,10 +75,23 @@ _NO_DROPOUT = {
     "gpt2": {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0},
     "t5": {"dropout_rate": 0.0},
     "bart": {"dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0},
+    "mixtral": {"attention_dropout": 0.0, "router_jitter_noise": 0.0},
+    "olmoe": {"attention_dropout": 0.0},
 }
 
-# Config field of the feed-forward width per family.
-_FFN_FIELD = {"bert": "intermediate_size", "gpt2": "n_inner", "t5": "d_ff", "bart": "encoder_ffn_dim"}
+# Config field of the feed-forward width per family; for native MoE families, the width of one expert.
+_FFN_FIELD = {
+    "bert": "intermediate_size",
+    "gpt2": "n_inner",
+    "t5": "d_ff",
+    "bart": "encoder_ffn_dim",
+    "mixtral": "intermediate_size",
+    "olmoe": "intermediate_size",
+}
+
+NATIVE_MOE_FAMILIES = ("mixtral", "olmoe")
+# Config fields of (expert count, experts per token) of each native MoE family.
+_EXPERT_FIELDS = {"mixtral": ("num_local_experts", "num_experts_per_tok"), "olmoe": ("num_experts", "num_experts_per_tok")}
 
 _TINY_VOCAB = 1000
 
@@ -91,6 +128,22 @@ def _bart(layers: int, hidden: int, heads: int, ffn: int, **extra: Any) -> dict[
         decoder_ffn_dim=ffn,
         **extra,
     )
+
+
+def _native_moe(
+    family: str, layers: int, hidden: int, heads: int, kv_heads: int, ffn: int, experts: int, top_k: int, **extra: Any
+) -> dict[str, Any]:
+    """Fields of MixtralConfig or OlmoeConfig; ``ffn`` is the width of one expert."""
+    experts_field, top_k_field = _EXPERT_FIELDS[family]
+    fields = dict(
+        num_hidden_layers=layers,
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        intermediate_size=ffn,
+        **{experts_field: experts, top_k_field: top_k},
+    )
+    return {**fields, **extra}
 
 
 _PRESET_LIST = [
@@ -136,6 +189,36 @@ _PRESET_LIST = [
     ModelPreset("bart-tiny", "bart", BartConfig, _bart(2, 64, 2, 256, vocab_size=_TINY_VOCAB), None),
     ModelPreset("bart-base", "bart", BartConfig, _bart(6, 768, 12, 3072), 140_000_000, "Lewis et al. 2020"),
     ModelPreset("bart-large", "bart", BartConfig, _bart(12, 1024, 16, 4096), 400_000_000, "Lewis et al. 2020"),
+    ModelPreset(
+        "mixtral-tiny",
+        "mixtral",
+        MixtralConfig,
+        _native_moe("mixtral", 2, 64, 4, 2, 128, 4, 2, vocab_size=_TINY_VOCAB),
+        None,
+    ),
+    ModelPreset(
+        "mixtral-8x7b",
+        "mixtral",
+        MixtralConfig,
+        _native_moe("mixtral", 32, 4096, 32, 8, 14336, 8, 2, vocab_size=32000),
+        46_700_000_000,
+        "Jiang et al. 2024, Mixtral of Experts (46.7B total, 12.9B active)",
+    ),
+    ModelPreset(
+        "olmoe-tiny",
+        "olmoe",
+        OlmoeConfig,
+        _native_moe("olmoe", 2, 64, 4, 4, 128, 8, 2, vocab_size=_TINY_VOCAB, eos_token_id=0),
+        None,
+    ),
+    ModelPreset(
+        "olmoe-1b-7b",
+        "olmoe",
+        OlmoeConfig,
+        _native_moe("olmoe", 16, 2048, 16, 16, 1024, 64, 8, vocab_size=50304),
+        6_900_000_000,
+        "Muennighoff et al. 2024, OLMoE (6.9B total, 1.3B active)",
+    ),
 ]
 
 PRESETS: dict[str, ModelPreset] = {preset.name: preset for preset in _PRESET_LIST}

@@ -19,6 +19,8 @@ def bank(**overrides) -> ExpertBank:
     [
         ("linear", [((3, 12, 8), (3, 12))]),
         ("ffn", [((3, 12, 8), (3, 12)), ((3, 8, 12), (3, 8))]),
+        # glu: gate and up stacked as 2 x 12 rows, then down 12 -> 8
+        ("glu", [((3, 24, 8), (3, 24)), ((3, 8, 12), (3, 8))]),
     ],
 )
 def test_bank_stacked_shapes(kind, shapes):
@@ -73,3 +75,17 @@ def test_config_rejects_invalid(fields, message):
     base.update(fields)
     with pytest.raises(ConfigError, match=message):
         LayerConfig(**base)
+
+
+def test_glu_expert_matches_swiglu():
+    experts = bank(expert_kind="glu", activation="silu", bias=False)
+    x = torch.randn(5, 8)
+    gate_up, down = experts.linears
+    gate, up = gate_up.weight[2][:12], gate_up.weight[2][12:]  # [12, 8] each
+    expected = F.linear(F.silu(F.linear(x, gate)) * F.linear(x, up), down.weight[2])
+    torch.testing.assert_close(experts.forward_expert(2, x), expected)
+
+
+def test_glu_params_per_expert():
+    # glu, no bias: gate and up 8*24 = 192, down 12*8 = 96
+    assert bank(expert_kind="glu", bias=False).params_per_expert() == 288

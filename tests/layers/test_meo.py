@@ -32,6 +32,7 @@ def test_meo_equals_moe_for_linear_experts(merge, level, num_experts, top_k):
         (5, 2, 3, 1, 40, "ffn"),  # one token per sequence
         (7, 7, 1, 3, 40, "linear"),  # every expert selected
         (3, 1, 4, 6, 33, "linear"),  # odd d_out
+        (4, 2, 2, 5, 24, "glu"),  # gate and up merged as one [2F, D] matrix
     ],
 )
 def test_merge_strategies_agree_with_gather(merge, num_experts, top_k, batch, seq_len, d_ff, kind):
@@ -166,3 +167,16 @@ def test_gradients_reach_every_trained_part(variant):
     if variant == "meo-token":
         assert layers.token_attention.down.weight.grad.abs().sum() > 0
         assert layers.token_attention.up.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("merge", sorted(MERGE_STRATEGIES))
+@pytest.mark.parametrize("kind", ["ffn", "glu"])
+def test_meo_top_1_equals_moe_for_block_experts(merge, kind):
+    # With K = 1 the gate is softmax over one kept logit = 1, so the merged expert is the
+    # selected expert itself, and MEO equals MoE even around the non-linearity.
+    layers = make_layers(num_experts=4, top_k=1, expert_kind=kind).eval()
+    x = torch.randn(3, 5, 32)
+    with torch.no_grad():
+        y = layers.build("meo-sequence", merge)(x)
+        reference = layers.build("moe-sequence", "dense")(x)
+    assert relative_error(y, reference) < 1e-5

@@ -13,6 +13,7 @@ SHAPES = [
     (8, 8, 1, 4, "linear"),
     (6, 3, 2, 5, "ffn"),
     (5, 2, 3, 7, "ffn"),
+    (4, 2, 2, 6, "glu"),
     (7, 1, 1, 1, "linear"),  # one token: most experts get an empty segment
 ]
 

@@ -28,6 +28,26 @@ def test_router_keeps_largest_logits():
     torch.testing.assert_close(routing.weights, torch.softmax(logits.topk(2).values, dim=-1))
 
 
+def test_unnormalized_top_k_keeps_full_softmax():
+    # Logits ln 4, ln 2, ln 1, ln 1: the softmax over all 4 is 4/8, 2/8, 1/8, 1/8.
+    layers = make_layers(num_experts=4, top_k=2, normalize_top_k=False).eval()
+    with torch.no_grad():
+        layers.router.w_gate.zero_()
+        layers.router.w_gate[0] = torch.log(torch.tensor([4.0, 2.0, 1.0, 1.0]))
+    u = torch.zeros(1, 32)
+    u[0, 0] = 1.0
+    routing = layers.router.route(u, "token")
+    assert routing.indices.tolist() == [[0, 1]]
+    # Kept at the top 2 without renormalising: 0.5 and 0.25, summing to 0.75.
+    torch.testing.assert_close(routing.weights, torch.tensor([[0.5, 0.25]]))
+    # Normalised, as Mixtral does: 0.5 / 0.75 and 0.25 / 0.75.
+    layers = make_layers(num_experts=4, top_k=2).eval()
+    layers.router.load_state_dict(dict(layers.router.state_dict(), w_gate=torch.zeros(32, 4)))
+    with torch.no_grad():
+        layers.router.w_gate[0] = torch.log(torch.tensor([4.0, 2.0, 1.0, 1.0]))
+    torch.testing.assert_close(layers.router.route(u, "token").weights, torch.tensor([[2 / 3, 1 / 3]]))
+
+
 def test_dense_gates_scatter():
     layers = make_layers(num_experts=4, top_k=2).eval()
     routing = layers.router.route(torch.randn(3, 32), "token")
