@@ -14,7 +14,8 @@ from meobench.cli.common import app, console, reports_errors
 from meobench.devices import resolve_device
 from meobench.environment import collect_environment
 from meobench.errors import MeobenchError
-from meobench.layers import MERGE_STRATEGIES, MOE_STRATEGIES, VARIANTS
+from meobench.layers import ALL_VARIANTS, MERGE_STRATEGIES, MOE_STRATEGIES
+from meobench.layers.variants import NATIVE_STRATEGIES
 from meobench.models import PRESETS, count_dense_parameters
 from meobench.scenario import Scenario, load_scenario
 
@@ -35,7 +36,7 @@ def list_choices() -> None:
     variants = Table(title="Variants")
     for header in ("variant", "family", "routing level", "default strategy", "strategies"):
         variants.add_column(header)
-    for name, spec in VARIANTS.items():
+    for name, spec in ALL_VARIANTS.items():
         variants.add_row(name, spec.family, spec.level or "-", spec.default_strategy, ", ".join(spec.strategies()))
     console.print(variants)
 
@@ -47,6 +48,8 @@ def list_choices() -> None:
         strategies.add_row(name, "moe-*", _first_line(function.__doc__))
     for name, function in sorted(MERGE_STRATEGIES.items()):
         strategies.add_row(name, "meo-*", _first_line(function.__doc__))
+    for name in NATIVE_STRATEGIES:
+        strategies.add_row(name, "native", "transformers' experts implementation of that name (native MoE presets)")
     console.print(strategies)
 
     console.print(presets_table())
@@ -66,16 +69,31 @@ def list_choices() -> None:
 def presets_table() -> Table:
     """Model presets with their sizes, counted from the config on the meta device."""
     table = Table(title="Model presets (sweep.model)")
-    for header in ("preset", "family", "hidden", "ffn", "params bare (M)", "params with LM head (M)", "published (M)"):
+    headers = (
+        "preset",
+        "family",
+        "hidden",
+        "ffn",
+        "native experts",
+        "params bare (M)",
+        "params with LM head (M)",
+        "published (M)",
+    )
+    for header in headers:
         table.add_column(header, justify="left" if header in ("preset", "family") else "right")
     for name, preset in PRESETS.items():
         hidden, ffn = preset.widths()
         published = "-" if preset.published_params is None else f"{preset.published_params / 1e6:.0f}"
+        experts = "-"
+        if preset.native_moe:
+            num_experts, top_k = preset.native_experts()
+            experts = f"{num_experts}, top-{top_k}"
         table.add_row(
             name,
             preset.family,
             str(hidden),
             str(ffn),
+            experts,
             f"{count_dense_parameters(preset, 'bare') / 1e6:.1f}",
             f"{count_dense_parameters(preset, 'lm') / 1e6:.1f}",
             published,

@@ -17,13 +17,12 @@ from transformers import PreTrainedModel
 from meobench.errors import ConfigError
 from meobench.layers import LayerConfig, ParameterCount, variant_spec
 from meobench.layers.variants import NATIVE_STRATEGIES
-from meobench.models.costs import Architecture, feed_forward_sites
 from meobench.models.context import ForwardContext, forward_context
+from meobench.models.costs import Architecture, feed_forward_sites
 from meobench.models.families import FAMILIES, HEADS, find_sites
 from meobench.models.inputs import ModelInputs
 from meobench.models.placement import replace_sites
 from meobench.models.presets import ModelPreset
-
 
 # Experts of a native MoE preset: (num_experts, top_k), or None for the preset's own values.
 NativeExperts = tuple[int, int] | None
@@ -185,10 +184,10 @@ class VariantModel(nn.Module):
             inputs.task_ids,
         )
         model = self.model_set.model
-        if variant_spec(self.variant).family == "native":
+        native = variant_spec(self.variant).family == "native"
+        if native and model.get_experts_implementation()[""] != self.strategy:
             # The native block's experts read the implementation from the model's config at each call.
-            if model.get_experts_implementation()[""] != self.strategy:
-                model.set_experts_implementation(self.strategy)
+            model.set_experts_implementation(self.strategy)
         with forward_context(context):
             outputs = model(**inputs.model_kwargs())
         output = outputs.logits if getattr(outputs, "logits", None) is not None else outputs.last_hidden_state

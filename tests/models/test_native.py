@@ -1,13 +1,16 @@
 """Native MoE presets (Mixtral, OLMoE): their own sparse block, and its experts moved into meobench's bank."""
 
+import csv
+
 import pytest
 import torch
+from typer.testing import CliRunner
 
-from meobench.cases import expand
+from meobench.cases import count_cases, expand
+from meobench.cli import app
 from meobench.errors import ConfigError, ScenarioError
 from meobench.layers import LayerConfig
-from meobench.models import PRESETS, ModelSet, count_dense_parameters, get_preset, make_model_inputs
-from meobench.models import modelset
+from meobench.models import PRESETS, ModelSet, count_dense_parameters, get_preset, make_model_inputs, modelset
 from meobench.models.context import ForwardContext, forward_context
 from meobench.models.flopcount import count_model_case
 from meobench.runner import relative_error
@@ -202,6 +205,12 @@ def test_native_cases_take_preset_experts_and_ffn():
     assert cases[0].case_id == "mixtral-tiny.native.grouped_mm.ffn-n4-k2-b2-l8-float32-cpu"
 
 
+def test_count_cases_matches_expand():
+    # mixtral-tiny and olmoe-tiny: one ffn group each; bert-tiny: linear and ffn groups; 3 variants each
+    scenario = parse_scenario(SCENARIO.replace("placement: [linear]", "placement: [linear, ffn]"))
+    assert count_cases(scenario, device="cpu") == len(expand(scenario, device="cpu")) == 4 * 3
+
+
 def test_sweep_top_k_applies_to_native_presets():
     cases = expand(parse_scenario(SCENARIO.replace("seq_len: 8", "seq_len: 8\n  top_k: [1, 4]")), device="cpu")
     assert sorted({case.group.top_k for case in cases if case.group.model == "mixtral-tiny"}) == [1, 4]
@@ -210,3 +219,21 @@ def test_sweep_top_k_applies_to_native_presets():
 def test_native_variant_needs_model():
     with pytest.raises(ScenarioError, match="needs sweep.model"):
         parse_scenario("name: t\nvariants: [native]\nsweep:\n  d_model: 64\n")
+
+
+@pytest.mark.slow
+def test_native_run_through_cli(tmp_path):
+    scenario = tmp_path / "native.yaml"
+    scenario.write_text(
+        "name: native\nvariants: [native, moe-token, meo-sequence]\nsweep:\n  model: [mixtral-tiny]\n"
+        "  batch_size: 2\n  seq_len: 8\nmeasure: {warmup: 0, min_repeats: 1, max_repeats: 1, max_time_s: 0.1}\n"
+    )
+    result = CliRunner().invoke(app, ["run", str(scenario), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    with (tmp_path / "out" / "results.csv").open() as handle:
+        rows = {row["variant"]: row for row in csv.DictReader(handle)}
+    assert {row["status"] for row in rows.values()} == {"ok"}
+    # The native block against moe-token's dense oracle on the same weights: rounding only.
+    assert float(rows["native"]["fidelity_rel_err"]) < 1e-5
+    assert rows["native"]["gflops"] == rows["moe-token"]["gflops"]
+    assert rows["native"]["flops_check"].startswith("ok")
