@@ -113,9 +113,7 @@ def feed_forward_sites(arch: Architecture, placement: str, seq_len: int, decoder
     return sites
 
 
-def attention_macs(
-    batch: int, len_q: int, len_kv: int, hidden: int, width: int, kv_width: int = 0
-) -> dict[str, int]:
+def attention_macs(batch: int, len_q: int, len_kv: int, hidden: int, width: int, kv_width: int = 0) -> dict[str, int]:
     """Count one attention block: Q, K, V, O projections, and the scores QK^T and weighted sum AV.
 
     ``kv_width`` is the K and V projections' width under grouped-query attention (0: ``width``).

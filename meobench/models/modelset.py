@@ -66,7 +66,7 @@ def count_dense_parameters(preset: ModelPreset, head: str, experts: NativeExpert
 
 
 def estimate_build_bytes(preset: ModelPreset, head: str, placement: str, num_experts: int, top_k: int) -> int:
-    """Estimate the bytes of float32 weights a ModelSet of ``preset`` holds once built.
+    """Estimate the bytes of float32 weights that a built ModelSet of ``preset`` contains.
 
     The model's parameters, plus for a dense preset the expert banks: n copies of every
     routed feed-forward matrix, biases left out. A native MoE preset's bank shares the
@@ -111,8 +111,8 @@ class ModelSet(nn.Module):
         fill_experts: bool = True,
         check_memory: bool = True,
     ):
-        """``template`` supplies the routing options; widths, bias and activation come from each site,
-        and for a native MoE preset its num_experts and top_k set the model's own.
+        """``template`` supplies the routing options, and widths, bias and activation come from each site.
+        For a native MoE preset, the template's num_experts and top_k also set the model's own.
 
         ``fill_experts=False`` skips copying the dense weights into the experts (see replace_sites).
         ``check_memory`` rejects a model whose weights would not fit in the host's available

@@ -62,7 +62,10 @@ class ModelPreset:
         fields = {**self.fields, **_NO_DROPOUT[self.family]}
         if num_experts is not None or top_k is not None:
             if not self.native_moe:
-                raise ConfigError(f"model preset {self.name!r} has no native MoE blocks to set experts of.")
+                raise ConfigError(
+                    f"model preset {self.name!r} has no native MoE blocks, so its config takes no expert count "
+                    "or top-k; pass num_experts and top_k only for mixtral-* and olmoe-* presets."
+                )
             experts_field, top_k_field = _EXPERT_FIELDS[self.family]
             fields[experts_field] = num_experts if num_experts is not None else fields[experts_field]
             fields[top_k_field] = top_k if top_k is not None else fields[top_k_field]
@@ -91,7 +94,10 @@ _FFN_FIELD = {
 
 NATIVE_MOE_FAMILIES = ("mixtral", "olmoe")
 # Config fields of (expert count, experts per token) of each native MoE family.
-_EXPERT_FIELDS = {"mixtral": ("num_local_experts", "num_experts_per_tok"), "olmoe": ("num_experts", "num_experts_per_tok")}
+_EXPERT_FIELDS = {
+    "mixtral": ("num_local_experts", "num_experts_per_tok"),
+    "olmoe": ("num_experts", "num_experts_per_tok"),
+}
 
 _TINY_VOCAB = 1000
 
@@ -202,7 +208,7 @@ _PRESET_LIST = [
         MixtralConfig,
         _native_moe("mixtral", 32, 4096, 32, 8, 14336, 8, 2, vocab_size=32000),
         46_700_000_000,
-        "Jiang et al. 2024, Mixtral of Experts (46.7B total, 12.9B active)",
+        "Mistral AI's Mixtral 8x7B release: 46.7B total, 12.9B active (Jiang et al. 2024 round to 47B and 13B)",
     ),
     ModelPreset(
         "olmoe-tiny",
@@ -217,7 +223,7 @@ _PRESET_LIST = [
         OlmoeConfig,
         _native_moe("olmoe", 16, 2048, 16, 16, 1024, 64, 8, vocab_size=50304),
         6_900_000_000,
-        "Muennighoff et al. 2024, OLMoE (6.9B total, 1.3B active)",
+        "allenai/OLMoE-1B-7B model card, first version: 6.9B total, 1.2B active",
     ),
 ]
 
