@@ -19,6 +19,7 @@ with the merged weight under ``expert``. Two kinds register in one registry:
 from __future__ import annotations
 
 import functools
+import math
 from typing import Callable
 
 import torch
@@ -159,11 +160,19 @@ def apply_single_expert(linear: StackedLinear, routing: Routing, x: torch.Tensor
 
 
 def fused_tile_rows(batch: int, d_in: int, d_out: int, x: torch.Tensor) -> int:
-    """Rows of d_out per ``fused`` tile: B merged tiles fit FUSED_TILE_BYTES of the device type."""
+    """Rows of d_out per ``fused`` tile: B merged tiles fit FUSED_TILE_BYTES of the device type.
+
+    The tiles are then evened out, so the last one is not a sliver: at most
+    FUSED_TILE_ROW_MULTIPLE - 1 rows over the budget per tile.
+    """
+    multiple = FUSED_TILE_ROW_MULTIPLE
     budget = FUSED_TILE_BYTES.get(x.device.type, FUSED_TILE_BYTES_OTHER)
     rows = budget // (batch * d_in * x.element_size())
-    rows = max(FUSED_TILE_ROW_MULTIPLE, rows // FUSED_TILE_ROW_MULTIPLE * FUSED_TILE_ROW_MULTIPLE)
-    return min(rows, d_out)
+    rows = max(multiple, rows // multiple * multiple)
+    if rows >= d_out:
+        return d_out
+    tiles = math.ceil(d_out / rows)
+    return math.ceil(d_out / tiles / multiple) * multiple
 
 
 def merge_traffic(strategy: str, batch: int, top_k: int, num_experts: int) -> int:

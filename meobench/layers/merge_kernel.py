@@ -46,8 +46,18 @@ _SOURCE = r"""
 
 #define CHUNK %(chunk)d
 
-/* Each pass adds two selected experts into a sequence's output chunk, which halves
-   the loads and stores of that chunk against one pass per expert. */
+/* One pass adds up to four selected experts into a sequence's output chunk, which
+   loads and stores that chunk once per four experts rather than once per expert. */
+#define TERMS1 g0 * w0[n]
+#define TERMS2 TERMS1 + g1 * w1[n]
+#define TERMS3 TERMS2 + g2 * w2[n]
+#define TERMS4 TERMS3 + g3 * w3[n]
+#define ACCUMULATE(TERMS)                                                                       \
+    if (k == 0)                                                                                \
+        for (int64_t n = start; n < stop; n++) o[n] = TERMS;                                   \
+    else                                                                                       \
+        for (int64_t n = start; n < stop; n++) o[n] += TERMS;
+
 #define MERGE(NAME, T)                                                                          \
 void NAME(const T* stack, int64_t row_stride, int64_t n_total, const int64_t* indices,          \
           const T* gates, int64_t batch, int64_t top_k, T* out, int threads) {                  \
@@ -60,20 +70,22 @@ void NAME(const T* stack, int64_t row_stride, int64_t n_total, const int64_t* in
             T* restrict o = out + b * n_total;                                                 \
             const int64_t* selected = indices + b * top_k;                                     \
             const T* g = gates + b * top_k;                                                    \
-            for (int64_t k = 0; k < top_k; k += 2) {                                           \
-                const T* restrict u = stack + selected[k] * row_stride;                        \
-                T gu = g[k];                                                                   \
-                if (k + 1 < top_k) {                                                           \
-                    const T* restrict v = stack + selected[k + 1] * row_stride;                \
-                    T gv = g[k + 1];                                                           \
-                    if (k == 0)                                                                \
-                        for (int64_t n = start; n < stop; n++) o[n] = gu * u[n] + gv * v[n];   \
-                    else                                                                       \
-                        for (int64_t n = start; n < stop; n++) o[n] += gu * u[n] + gv * v[n];  \
-                } else if (k == 0) {                                                           \
-                    for (int64_t n = start; n < stop; n++) o[n] = gu * u[n];                   \
-                } else {                                                                       \
-                    for (int64_t n = start; n < stop; n++) o[n] += gu * u[n];                  \
+            for (int64_t k = 0; k < top_k; k += 4) {                                           \
+                int64_t terms = top_k - k < 4 ? top_k - k : 4;                                 \
+                /* Terms past the last expert repeat the first one and are never read. */      \
+                const T* restrict w0 = stack + selected[k] * row_stride;                       \
+                const T* restrict w1 = stack + selected[terms > 1 ? k + 1 : k] * row_stride;   \
+                const T* restrict w2 = stack + selected[terms > 2 ? k + 2 : k] * row_stride;   \
+                const T* restrict w3 = stack + selected[terms > 3 ? k + 3 : k] * row_stride;   \
+                T g0 = g[k];                                                                   \
+                T g1 = terms > 1 ? g[k + 1] : 0;                                               \
+                T g2 = terms > 2 ? g[k + 2] : 0;                                               \
+                T g3 = terms > 3 ? g[k + 3] : 0;                                               \
+                switch (terms) {                                                               \
+                    case 4: ACCUMULATE(TERMS4) break;                                          \
+                    case 3: ACCUMULATE(TERMS3) break;                                          \
+                    case 2: ACCUMULATE(TERMS2) break;                                          \
+                    default: ACCUMULATE(TERMS1) break;                                         \
                 }                                                                              \
             }                                                                                  \
         }                                                                                      \

@@ -70,6 +70,14 @@ def test_fused_tile_rows_budget(monkeypatch):
     assert fused_tile_rows(1, 8, 24, x) == 24
 
 
+def test_fused_tiles_are_even(monkeypatch):
+    monkeypatch.setitem(meo.FUSED_TILE_BYTES, "cpu", 8 << 20)
+    x = torch.zeros(1)
+    # 8 MiB / (8 * 768 * 4) = 341.3 rows, 336 as a multiple of 16: 10 tiles for 3,072 rows.
+    # 3,072 / 10 = 307.2, up to a multiple of 16: 320, so the tiles are 9 x 320 and 192, not 9 x 336 and 48.
+    assert fused_tile_rows(8, 768, 3072, x) == 320
+
+
 def test_merge_traffic_counts():
     # B=8, K=4, E=16: gather 3*8*4 + 2*8 = 112, gemm 16 + 2*8 = 32, fused min(16, 8*4) = 16 matrices.
     assert merge_traffic("gather", 8, 4, 16) == 112

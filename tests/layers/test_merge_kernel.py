@@ -28,7 +28,7 @@ def routing(batch: int, top_k: int, num_experts: int, dtype: torch.dtype) -> tup
 
 @needs_kernel
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-6), (torch.float64, 1e-14)])
-@pytest.mark.parametrize("batch, top_k", [(1, 1), (3, 2), (4, 3), (5, 4), (2, 5)])
+@pytest.mark.parametrize("batch, top_k", [(1, 1), (3, 2), (4, 3), (5, 4), (2, 5), (3, 6)])
 def test_kernel_matches_float64_reference(dtype, tolerance, batch, top_k):
     # A tile of rows 3..10 of a [6, 12, 700] stack: rows 8,400 elements apart, N = 7 * 700 = 4,900,
     # one full 4,096-element chunk and a ragged one of 804.
