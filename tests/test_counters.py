@@ -169,7 +169,27 @@ def test_user_strategy_is_counted_but_not_checked(monkeypatch):
     layers = make_layers(num_experts=4, top_k=2, d_model=D).eval()
     module = layers.build("moe-token", "user-loop")
     report = count_case(module, inputs(), layers.config, "moe-token", "user-loop", CaseShape(B, L, element_bytes=4))
-    expected = count_case(layers.build("moe-token", "loop"), inputs(), layers.config, "moe-token", "loop", CaseShape(B, L, element_bytes=4))
+    expected = count_case(
+        layers.build("moe-token", "loop"),
+        inputs(),
+        layers.config,
+        "moe-token",
+        "loop",
+        CaseShape(B, L, element_bytes=4),
+    )
     assert report.cost is None
     assert report.check.startswith("not checked: MoE strategy 'user-loop' has no cost model")
     assert report.flop_counter == expected.flop_counter
+
+
+def test_fused_over_several_tiles_counts(monkeypatch):
+    # A 2*32*4*16-byte budget gives 16-row tiles, so d_ff = 48 runs as 3 tiles; fvcore traces the
+    # tile loop with tensor-valued sizes, which must still give an int tile size.
+    from meobench.layers import meo
+
+    monkeypatch.setitem(meo.FUSED_TILE_BYTES, "cpu", B * D * 4 * 16)
+    layers = make_layers(top_k=2).eval()
+    module = layers.build("meo-sequence", "fused")
+    report = count_case(module, inputs(), layers.config, "meo-sequence", "fused", CaseShape(B, L, 4))
+    assert report.check == "ok"
+    assert report.fvcore.flops == report.cost.matmul_flops
