@@ -123,6 +123,7 @@ def test_absent_device_with_strict(tmp_path):
     override = invoke("run", scenario, "--strict", "--device", "cuda:1", "--dry-run")
     assert override.exit_code == 2
     assert "--device cuda:1: device cuda:1 is not available" in override.output
+    assert "drop --strict" not in override.output
 
 
 def test_output_directory_not_a_run(tmp_path):

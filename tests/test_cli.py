@@ -134,6 +134,22 @@ def test_absent_device_is_skipped(tmp_path):
     row = next(csv.DictReader((tmp_path / "out" / "results.csv").open()))
     assert row["status"] == "skipped"
     assert "device cuda is not available" in row["error"]
+    assert "1 of 1 cases skipped:" in result.output
+    assert "1 x device cuda is not available" in result.output
+
+
+def test_absent_device_option_is_an_error(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("name: s\nvariants: [dense]\nsweep: {num_experts: 2, top_k: 1, d_model: 8, d_ff: 8}\n")
+    result = runner.invoke(app, ["run", str(scenario), "--device", "cuda", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "--device cuda: device cuda is not available" in result.output
+    assert "--device auto" in result.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_list_shows_variants_and_scenarios():
@@ -192,3 +208,18 @@ def test_flops_command_train_mode_is_not_checked(tmp_path):
     assert row["flops_check"] == "not checked: the analytic model covers inference only"
     assert float(row["gflops"]) > 0
     assert row["gflops_analytic"] == ""
+
+
+def test_result_files_get_the_default_mode(tmp_path):
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(
+        "name: s\nvariants: [dense]\nsweep: {num_experts: 2, top_k: 1, d_model: 8, d_ff: 8}\n"
+        "measure: {warmup: 0, min_repeats: 1, max_repeats: 1}\n"
+    )
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", str(scenario), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    # results.jsonl is opened plainly; the files written through a temporary file and a rename match it.
+    modes = {name: (out / name).stat().st_mode & 0o777 for name in ("results.jsonl", "results.csv", "results.json")}
+    assert modes["results.csv"] == modes["results.jsonl"]
+    assert modes["results.json"] == modes["results.jsonl"]

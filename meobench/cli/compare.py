@@ -122,14 +122,22 @@ def gate(
     max_regression: Optional[list[str]] = typer.Option(
         None,
         "--max-regression",
-        help="METRIC=LIMIT, for example latency=10% (repeatable); "
-        "overrides the scenario's gates section. Default: 10% for latency.",
+        help="METRIC=LIMIT, for example latency=10% (repeatable). "
+        "Default: the current run's scenario gates.max_regression, else 10% for latency.",
     ),
     latency_floor_ms: Optional[float] = typer.Option(
-        None, "--latency-floor-ms", min=0, help="Median latency changes below this, in ms, never fail. Default 0.05."
+        None,
+        "--latency-floor-ms",
+        min=0,
+        help="Median latency changes below this, in ms, never fail. "
+        "Default: the scenario's gates.latency_floor_ms, else 0.05.",
     ),
     alpha: Optional[float] = typer.Option(
-        None, "--alpha", min=0, max=1, help="Significance level of the Mann-Whitney U test. Default 0.05."
+        None,
+        "--alpha",
+        min=0,
+        max=1,
+        help="Significance level of the Mann-Whitney U test. Default: the scenario's gates.alpha, else 0.05.",
     ),
     only: str = typer.Option(
         "all",
@@ -216,8 +224,9 @@ def _print_gate(report: GateReport, settings: GateSettings) -> None:
         error_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     counts = ", ".join(f"{count} {outcome}" for outcome, count in report.counts().items())
     verdict = "[bold red]FAILED[/]" if report.failed else "[bold green]PASSED[/]"
+    cases = len({check.case_id for check in report.checks})
     console.print(
-        f"{verdict}: {counts} (latency limit {settings.max_latency_regression:.0%}, "
+        f"{verdict}: {counts} in {len(report.checks)} checks of {cases} cases (latency limit {settings.max_latency_regression:.0%}, "
         f"floor {settings.latency_floor_ms} ms, alpha {settings.alpha}).",
         highlight=False,
     )

@@ -21,7 +21,7 @@ from meobench.cli.common import (
     reports_errors,
     scenario_argument,
 )
-from meobench.cli.run import run_environment
+from meobench.cli.run import require_devices, run_environment
 from meobench.errors import MeobenchError
 from meobench.profiling import operators_frame
 from meobench.report import operators_table, phase_table, results_frame, results_table
@@ -54,6 +54,8 @@ def profile(
             "no step; set it to 1 or more."
         )
     chosen = find_case(expand(spec, device), case, scenario)
+    if device is not None:
+        require_devices([chosen.group.device], scenario, device)
 
     run_dir = RunDirectory.create(out or default_run_dir(spec.name))
     error_console.print(f"profiling {chosen.case_id}", highlight=False)

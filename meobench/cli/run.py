@@ -43,11 +43,13 @@ from meobench.roofline import fill_roofline
 from meobench.rundir import RunDirectory, default_run_dir
 from meobench.runner import Runner, fill_speedups, skip_reason
 from meobench.scenario import Scenario, dump_scenario, load_scenario
-from meobench.timing import timer_name
+from meobench.timing import NOISY_REL_IQR, timer_name
 
 # Sweeps above this many cases are refused unless --max-cases is raised: at a few seconds
 # per case, 5000 cases already take most of a day.
 DEFAULT_MAX_CASES = 5000
+# Distinct skip reasons printed after a run; the rest are counted.
+SKIP_REASONS_SHOWN = 5
 
 
 @app.command()
@@ -85,7 +87,8 @@ def run(
     strict: bool = typer.Option(
         False,
         "--strict",
-        help="Stop with an error when a device of the sweep is absent, instead of skipping its cases.",
+        help="Stop with an error when a device of the sweep is absent, instead of skipping its cases. "
+        "A device named with --device is always required.",
     ),
     max_cases: int = typer.Option(
         DEFAULT_MAX_CASES, "--max-cases", min=1, help="Refuse sweeps with more cases than this."
@@ -119,8 +122,9 @@ def run(
         )
     cases = expand(spec, device)
     devices = sorted({case.group.device for case in cases})
-    if strict:
-        _require_devices(devices, scenario, device)
+    if strict or device is not None:
+        # A device named with --device is a request: its absence is an error, not a skipped case.
+        require_devices(devices, scenario, device)
     if dry_run:
         _print_cases(cases, spec)
         return
@@ -203,6 +207,7 @@ def run_and_report(
     counts = ", ".join(f"{count} {status}" for status, count in status_counts(frame).items())
     console.print(f"[bold]{counts}[/]. Results: {run_dir.csv_path} and {run_dir.json_path}", highlight=False)
     _print_failures(frame)
+    _print_skips_and_noise(frame)
     if report and results:
         print_report_files(write_reports(run_dir.path))
     interrupted = len(new_results) < len(to_run)
@@ -231,16 +236,21 @@ def _check_options(
         raise MeobenchError(f"--time-limit {time_limit:g}: the limit must be a positive number of seconds.")
 
 
-def _require_devices(devices: list[str], scenario: Path, device_option: Optional[str]) -> None:
-    """With --strict, raise MeobenchError for the first absent device."""
+def require_devices(devices: list[str], scenario: Path, device_option: Optional[str]) -> None:
+    """Raise MeobenchError for the first absent device: with --device, or for the sweep's devices with --strict."""
     for name in devices:
         reason = unavailable_reason(name)
-        if reason is not None:
-            where = f"--device {device_option}" if device_option else f"{scenario}: sweep.device"
+        if reason is None:
+            continue
+        if device_option:
             raise MeobenchError(
-                f"{where}: {reason}. With --strict an absent device is an error; "
-                "remove it from the sweep, or drop --strict to skip its cases."
+                f"--device {device_option}: {reason}. Name a device this machine has, "
+                "or --device auto to take the best one present."
             )
+        raise MeobenchError(
+            f"{scenario}: sweep.device: {reason}. With --strict an absent device is an error; "
+            "remove it from the sweep, or drop --strict to skip its cases."
+        )
 
 
 def _measure_all(
@@ -313,6 +323,27 @@ def _print_failures(frame: pd.DataFrame) -> None:
     error_console.print(f"[red]{len(failed)} of {len(frame)} cases did not finish ({counts}):[/]", highlight=False)
     for _, row in failed.iterrows():
         error_console.print(f"  [red]{row['status']}[/] {row['case_id']}: {row['error']}", highlight=False)
+
+
+def _print_skips_and_noise(frame: pd.DataFrame) -> None:
+    """Print why cases were skipped, one line per reason, and how many measured rows are noisy."""
+    skipped = frame[frame["status"] == "skipped"]
+    if not skipped.empty:
+        console.print(f"{len(skipped)} of {len(frame)} cases skipped:", highlight=False)
+        for reason, count in skipped["error"].value_counts().head(SKIP_REASONS_SHOWN).items():
+            console.print(f"  {count} x {reason}", highlight=False)
+        hidden = skipped["error"].nunique() - SKIP_REASONS_SHOWN
+        if hidden > 0:
+            console.print(f"  and {hidden} more reasons; see the error column of results.csv", highlight=False)
+    measured = frame[frame["status"] == "ok"]
+    if "warnings" in measured and not measured.empty:
+        noisy = measured["warnings"].fillna("").astype(str).str.contains("noisy:", regex=False).sum()
+        if noisy:
+            console.print(
+                f"[yellow]{noisy} of {len(measured)} measured cases have a noisy latency[/] (IQR above "
+                f"{NOISY_REL_IQR:.0%} of the median); see the warnings column, and rerun them on a quieter machine.",
+                highlight=False,
+            )
 
 
 def _print_resume_plan(plan: ResumePlan, run_dir: RunDirectory) -> None:
