@@ -346,6 +346,10 @@ def load_scenario(path: str | Path) -> Scenario:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ScenarioError(f"{path}: scenario file not found; check the path.") from None
+    except IsADirectoryError:
+        raise ScenarioError(
+            f"{path}: is a folder, not a scenario file; pass one YAML file, such as {path / 'scaling.yaml'}."
+        ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ScenarioError(f"{path}: cannot read the scenario file ({error}).") from None
     return parse_scenario(text, source=str(path))

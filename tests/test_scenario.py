@@ -128,6 +128,11 @@ def test_missing_file(tmp_path):
         load_scenario(tmp_path / "nope.yaml")
 
 
+def test_folder_in_place_of_file(tmp_path):
+    with pytest.raises(ScenarioError, match="is a folder, not a scenario file; pass one YAML file"):
+        load_scenario(tmp_path)
+
+
 def test_expand_counts_and_order():
     text = (
         "name: t\nvariants: [dense, moe-token, meo-sequence]\n"

@@ -21,7 +21,10 @@ def report(
     ),
     svg: bool = typer.Option(False, "--svg", help="Save each plot as SVG beside its PNG."),
 ) -> None:
-    """Draw the plots of a run and write its HTML and Markdown reports; with no option, all three."""
+    """Draw the plots of a run and write its HTML and Markdown reports.
+
+    With none of --html, --plots and --markdown, all three are written; --svg adds SVG copies of the plots.
+    """
     if not (html or plots or markdown):
         html = plots = markdown = True
     files = write_reports(run_dir, html_page=html, plots=plots or svg, markdown=markdown, svg=svg)
