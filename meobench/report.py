@@ -178,14 +178,16 @@ def phase_table(result: CaseResult) -> Table:
 def operators_table(frame: pd.DataFrame, title: str) -> Table:
     """Build a rich table of the top operators from a ``profiling.operators_frame`` frame."""
     table = Table(title=title, header_style="bold")
-    columns = (
+    columns = [
         ("rank", "#", "{}"),
         ("operator", "operator", "{}"),
         ("calls_per_step", "calls/step", "{:.3g}"),
         ("self_cpu_ms", "self CPU (ms)", "{:.3f}"),
         ("cpu_total_ms", "CPU total (ms)", "{:.3f}"),
-        ("self_device_ms", "self device (ms)", "{:.3f}"),
-    )
+    ]
+    # A CPU-only profile records no device time, so its column would read 0.000 throughout.
+    if frame["self_device_ms"].fillna(0).any():
+        columns.append(("self_device_ms", "self device (ms)", "{:.3f}"))
     for column, header, _ in columns:
         table.add_column(header, justify="left" if column == "operator" else "right", overflow="fold")
     for _, row in frame.iterrows():

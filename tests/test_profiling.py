@@ -176,3 +176,15 @@ def test_phase_times_hand_computed():
 def test_phase_times_rejects_zero_steps():
     with pytest.raises(ValueError, match="steps=0"):
         phase_times([], steps=0)
+
+
+def test_operators_table_drops_empty_device_column():
+    import pandas as pd
+
+    from meobench.report import operators_table
+
+    row = {"rank": 1, "operator": "aten::mm", "calls_per_step": 1.0, "self_cpu_ms": 2.0, "cpu_total_ms": 2.0}
+    cpu_only = operators_table(pd.DataFrame([{**row, "self_device_ms": 0.0}]), "top")
+    with_device = operators_table(pd.DataFrame([{**row, "self_device_ms": 1.5}]), "top")
+    assert "self device (ms)" not in [column.header for column in cpu_only.columns]
+    assert "self device (ms)" in [column.header for column in with_device.columns]
