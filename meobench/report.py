@@ -21,7 +21,7 @@ CASE_COLUMNS = (
     ("model", "model", "{}"),
     ("variant", "variant", "{}"),
     ("strategy", "strategy", "{}"),
-    ("expert_kind", "experts", "{}"),
+    ("expert_kind", "expert kind", "{}"),
     ("num_experts", "n", "{}"),
     ("top_k", "k", "{}"),
     ("batch_size", "batch", "{}"),
