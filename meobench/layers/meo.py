@@ -29,6 +29,7 @@ from meobench.errors import ConfigError
 from meobench.layers.base import RoutedLayer
 from meobench.layers.experts import ExpertBank, StackedLinear
 from meobench.layers.merge_kernel import merge_selected
+from meobench.layers.moe import dispatch
 from meobench.layers.router import Router, Routing
 from meobench.layers.token_attention import TokenAttention
 from meobench.registry import Registry
@@ -140,18 +141,13 @@ def apply_single_expert(linear: StackedLinear, routing: Routing, x: torch.Tensor
     expert runs once on its group in place of a merge, and its output is scaled by
     the gates.
     """
-    experts = routing.indices[:, 0]
-    order = torch.argsort(experts, stable=True)
-    counts = torch.bincount(experts, minlength=linear.num_experts).tolist()
+    # With K = 1 and one decision per sequence, the dispatch's slots are the sequences.
+    pairs = dispatch(routing.weights, routing.indices, linear.num_experts)
     out = x.new_empty(x.shape[0], x.shape[1], linear.weight.shape[1])
-    start = 0
     with record_function("expert"):
-        for expert, count in enumerate(counts):
-            if not count:
-                continue
-            sequences = order[start : start + count]
-            start += count
-            gates = routing.weights[sequences].unsqueeze(-1)  # [count, 1, 1]
+        for expert, start, stop in pairs.segments():
+            sequences = pairs.token_of_slot[start:stop]
+            gates = pairs.gate_of_slot[start:stop].unsqueeze(-1)  # [count, 1, 1]
             y = linear.forward_expert(expert, x[sequences])  # [count, L, F]
             # In place only without autograd, which needs y unscaled for the gates' gradient.
             y = y * gates if torch.is_grad_enabled() else y.mul_(gates)
