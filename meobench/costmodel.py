@@ -258,8 +258,13 @@ class _LayerCostBuilder:
     def read_experts(self, count: int) -> None:
         self.weight_elements += count * self.params_per_expert()
 
-    def expert_chain(self, rows: int, phase: str, label: str, bias_op: str = "aten::addmm") -> None:
-        """Add one expert (or one merged expert) applied to ``rows`` rows: its matrices, biases and activation."""
+    def expert_chain(
+        self, rows: int, phase: str, label: str, bias_op: str = "aten::addmm", scale_op: str | None = None
+    ) -> None:
+        """Add one expert (or one merged expert) applied to ``rows`` rows: its matrices, biases and activation.
+
+        ``scale_op`` is the op that scales each matrix's output by the gates, when one does.
+        """
         for position, (d_in, d_out) in enumerate(self.matrices()):
             if position > 0:
                 self.pointwise(phase, f"aten::{self.config.activation}", rows * d_in)
@@ -270,6 +275,8 @@ class _LayerCostBuilder:
             if self.config.bias:
                 # F.linear and baddbmm add the bias inside the matrix product op.
                 self.pointwise(phase, bias_op, rows * d_out)
+            if scale_op is not None:
+                self.pointwise(phase, scale_op, rows * d_out)
 
     def router(self, level: str) -> None:
         """Add the routing input and the gate logits. Top-k and softmax are routing ops, not counted."""
@@ -370,14 +377,7 @@ class _LayerCostBuilder:
 
     def _single_expert_meo(self, level: str) -> None:
         """fused with K = 1: each sequence's expert runs with its bias in addmm, then its output is scaled in place."""
-        tokens = self.shape.tokens
-        for position, (d_in, d_out) in enumerate(self.matrices()):
-            if position > 0:
-                self.pointwise("expert", f"aten::{self.config.activation}", tokens * d_in)
-            self.matmul("expert", f"W{position + 1}", tokens * d_in * d_out)
-            if self.config.bias:
-                self.pointwise("expert", "aten::addmm", tokens * d_out)
-            self.pointwise("expert", "aten::mul_", tokens * d_out)
+        self.expert_chain(rows=self.shape.tokens, phase="expert", label="", scale_op="aten::mul_")
         self.read_experts(min(self.config.num_experts, self._sequence_decisions(level)))
 
     def build(self, params: tuple[int, int]) -> CostModel:

@@ -158,6 +158,14 @@ def test_meo_sequence_gemm_glu():
     assert cost.macs == 256 + 36_864 + 147_456
 
 
+def test_meo_sequence_fused_glu_single_expert():
+    cost = layer_cost(config(expert_kind="glu", bias=False, top_k=1), "meo-sequence", "fused", SHAPE)
+    expert = [(term.op, term.flops) for term in cost.elementwise if term.phase == "expert"]
+    # T = 32 tokens: 32 -> 2*48 scaled by the gates (3,072), then the activation of the 48-wide gate
+    # and its product with up (1,536 each), then 48 -> 32 scaled by the gates (1,024)
+    assert expert == [("aten::mul_", 3_072), ("aten::gelu", 1_536), ("aten::mul", 1_536), ("aten::mul_", 1_024)]
+
+
 def test_meo_task_gather_ffn():
     cost = layer_cost(config(expert_kind="ffn"), "meo-task", "gather", SHAPE)
     # router on B task embeddings 256; merge K=2 experts per sequence: 2*2*(1,536 + 1,536) = 12,288;
