@@ -19,7 +19,7 @@ Policies:
 - ``system``: glibc's own behaviour.
 
 Elsewhere (macOS, musl) both policies leave the allocator as it is, and
-``describe_cpu_allocator`` says so. The policy applies to the whole process.
+``describe_cpu_allocator`` returns that reason. The policy applies to the whole process.
 ``system`` after ``retain`` restores glibc's starting thresholds, but glibc
 then no longer adjusts them as it does in a fresh process.
 """

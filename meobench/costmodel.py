@@ -13,7 +13,8 @@ bincount, sort) move or select data and are not counted as FLOPs.
 
 The counts follow what the layers in meobench.layers execute, strategy by
 strategy: the ``gemm`` merge multiplies the dense [B, E] gate matrix with all E
-experts, ``gather`` and ``fused`` multiply only each sequence's K selected experts, ``loop`` MoE runs T*K token-slots, the ``dense`` oracle runs every
+experts, ``gather`` and ``fused`` multiply only each sequence's K selected
+experts, ``loop`` MoE runs T*K token-slots, the ``dense`` oracle runs every
 expert on every token, and merged biases come from a matrix product too.
 
 Shape legend: B sequences, L tokens per sequence, T = B*L tokens, D d_model,
@@ -376,7 +377,7 @@ class _LayerCostBuilder:
             self.merged_elements += 2 * b * self.params_per_expert()
 
     def _single_expert_meo(self, level: str) -> None:
-        """fused with K = 1: each sequence's expert runs with its bias in addmm, then its output is scaled in place."""
+        """Add fused MEO with K = 1: each sequence's expert runs with its bias in addmm, then is scaled in place."""
         self.expert_chain(rows=self.shape.tokens, phase="expert", label="", scale_op="aten::mul_")
         self.read_experts(min(self.config.num_experts, self._sequence_decisions(level)))
 

@@ -35,7 +35,8 @@ from meobench.shape_only import SHAPE_ONLY_RANGE
 FVCORE_IGNORED_OPS = (
     "aten::add", "aten::add_", "aten::mul", "aten::mul_", "aten::sub", "aten::div", "aten::sum",
     "aten::mean", "aten::clamp_min", "aten::relu", "aten::gelu", "aten::silu", "aten::softmax",
-    "aten::topk", "aten::argsort", "aten::sort", "aten::scatter", "aten::index_add_", "aten::index_copy_", "aten::bincount",
+    "aten::topk", "aten::argsort", "aten::sort", "aten::scatter", "aten::index_add_", "aten::index_copy_",
+    "aten::bincount",
     "aten::repeat_interleave", "aten::floor_divide", "aten::new_zeros", "aten::zeros", "aten::zeros_like",
     "aten::to", "aten::unsqueeze", "aten::transpose", "aten::view", "aten::reshape", "aten::slice",
     "aten::select", "aten::index", "aten::embedding", "aten::square", "aten::float", "aten::type_as",

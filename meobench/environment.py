@@ -119,7 +119,8 @@ def device_identity(fingerprint: dict[str, Any]) -> dict[str, Any]:
 
 
 def stack_identity(environment: dict[str, Any]) -> dict[str, Any]:
-    """Select the software stack from an environment: versions of torch, CUDA, cuDNN, Triton, Python; CPU allocator policy."""
+    """Select the software stack from an environment: torch, CUDA, cuDNN, Triton and Python versions and the CPU
+    allocator policy."""
     return {key: environment.get(key) for key in STACK_KEYS}
 
 

@@ -121,7 +121,7 @@ def _single_thread() -> Iterator[None]:
 
 
 def expected_profiler_flops(cost: CostModel) -> int:
-    """What the torch profiler should report: aten matmul FLOPs plus the first operand of each add and mul."""
+    """Return the FLOPs the torch profiler should report: aten matmul FLOPs plus each add's and mul's first operand."""
     elementwise = sum(term.first_operand_elements for term in cost.elementwise if term.op in PROFILER_ELEMENTWISE_OPS)
     return cost.aten_matmul_flops + elementwise
 

@@ -1,4 +1,4 @@
-"""The CPU allocator policy: glibc serves a large tensor from the heap under ``retain`` and from mmap under ``system``."""
+"""The CPU allocator policy: glibc serves a large tensor from the heap under ``retain``, from mmap under ``system``."""
 
 from __future__ import annotations
 

@@ -82,7 +82,7 @@ def out_option(
 
 
 def device_option(cases: str = "every case") -> typer.models.OptionInfo:
-    """Build the --device option shared by the commands that run a scenario; ``cases`` says which cases move."""
+    """Build the --device option shared by the commands that run a scenario; ``cases`` names the cases it moves."""
     return typer.Option(
         None,
         "--device",

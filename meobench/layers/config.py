@@ -100,7 +100,7 @@ class LayerConfig:
         if self.expert_kind == "linear":
             return [(d, f)]
         if self.expert_kind == "glu":
-            # The first matrix holds the gate and up projections stacked: [2F, D].
+            # The first matrix contains the gate and up projections stacked: [2F, D].
             return [(d, 2 * f), (f, d)]
         return [(d, f), (f, d)]
 

@@ -161,7 +161,7 @@ def fused_tile_rows(batch: int, d_in: int, d_out: int, x: torch.Tensor) -> int:
     The tiles are then evened out, so the last one is not a sliver: at most
     FUSED_TILE_ROW_MULTIPLE - 1 rows over the budget per tile.
     """
-    # Under torch.jit.trace (fvcore's counter) the sizes arrive as tensors; the tile count is an int.
+    # Under torch.jit.trace (fvcore's counter) the sizes arrive as tensors, but the tile count must be an int.
     batch, d_in, d_out = int(batch), int(d_in), int(d_out)
     multiple = FUSED_TILE_ROW_MULTIPLE
     budget = FUSED_TILE_BYTES.get(x.device.type, FUSED_TILE_BYTES_OTHER)

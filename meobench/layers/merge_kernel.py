@@ -161,8 +161,8 @@ def compiled_library() -> ctypes.CDLL | None:
 
 
 # NOTE: the library links the system libgomp. torch's Linux wheels bundle a libgomp with the
-# same soname, so both share one thread pool; a torch linked against another OpenMP runtime
-# would run a second pool beside its own, which has not been measured.
+# same soname, so both share one thread pool. A torch linked against another OpenMP runtime
+# would run a second pool beside its own, and that case has not been measured.
 @functools.cache
 def _build() -> tuple[ctypes.CDLL | None, str | None]:
     compiler = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
