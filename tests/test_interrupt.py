@@ -32,13 +32,16 @@ TOTAL = 21
 
 def test_first_sigint_requests_stop():
     calls = []
+    # The handler in force before, which StopRequest restores: Python's default one in a foreground
+    # shell, SIG_IGN when a shell starts the tests in the background.
+    before = signal.getsignal(signal.SIGINT)
     with StopRequest(on_first=lambda: calls.append("stop")) as stop:
         os.kill(os.getpid(), signal.SIGINT)
         assert stop.requested
         assert calls == ["stop"]
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_second_sigint_waits_for_protected_block():
