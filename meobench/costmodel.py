@@ -14,7 +14,7 @@ bincount, sort) move or select data and are not counted as FLOPs.
 The counts follow what the layers in meobench.layers execute, strategy by
 strategy: the ``gemm`` merge multiplies the dense [B, E] gate matrix with all E
 experts, ``gather`` and ``fused`` multiply only each sequence's K selected
-experts, ``loop`` MoE runs T*K token-slots, the ``dense`` oracle runs every
+experts, ``loop`` and ``grouped`` MoE run T*K token-slots, the ``dense`` oracle runs every
 expert on every token, and merged biases come from a matrix product too.
 
 Shape legend: B sequences, L tokens per sequence, T = B*L tokens, D d_model,
@@ -31,6 +31,8 @@ from meobench.layers.config import LayerConfig
 from meobench.layers.meo import choose_merge
 from meobench.layers.variants import variant_spec
 
+# The custom op that runs fused MEO and grouped MoE; the torch profiler cannot count its FLOPs.
+GROUPED_LINEAR = "meobench::grouped_linear"
 PHASES = ("router", "token_attention", "merge", "expert", "combine")
 OP_CLASSES = ("matmul", "elementwise")
 
@@ -260,11 +262,11 @@ class _LayerCostBuilder:
         self.weight_elements += count * self.params_per_expert()
 
     def expert_chain(
-        self, rows: int, phase: str, label: str, bias_op: str = "aten::addmm", scale_op: str | None = None
+        self, rows: int, phase: str, label: str, bias_op: str = "aten::addmm", op: str = "aten"
     ) -> None:
         """Add one expert (or one merged expert) applied to ``rows`` rows: its matrices, biases and activation.
 
-        ``scale_op`` is the op that scales each matrix's output by the gates, when one does.
+        ``op`` runs the matrix products: ``aten``, or the custom op that also adds the biases.
         """
         for position, (d_in, d_out) in enumerate(self.matrices()):
             if position > 0:
@@ -272,12 +274,10 @@ class _LayerCostBuilder:
                 if self.config.expert_kind == "glu":
                     # activation(gate) * up: one product per element of the d_ff-wide hidden layer.
                     self.pointwise(phase, "aten::mul", rows * d_in)
-            self.matmul(phase, f"{label}W{position + 1}", rows * d_in * d_out)
+            self.matmul(phase, f"{label}W{position + 1}", rows * d_in * d_out, op)
             if self.config.bias:
-                # F.linear and baddbmm add the bias inside the matrix product op.
+                # F.linear, baddbmm and meobench::grouped_linear add the bias inside the matrix product op.
                 self.pointwise(phase, bias_op, rows * d_out)
-            if scale_op is not None:
-                self.pointwise(phase, scale_op, rows * d_out)
 
     def router(self, level: str) -> None:
         """Add the routing input and the gate logits. Top-k and softmax are routing ops, not counted."""
@@ -312,19 +312,19 @@ class _LayerCostBuilder:
         tokens, k, e = self.shape.tokens, self.config.top_k, self.config.num_experts
         d_out = self.config.d_out
         decisions = tokens if level == "token" else self._sequence_decisions(level)
-        if strategy in ("loop", "grouped"):
+        if strategy == "loop":
             # Every token-slot runs its expert once, whichever experts the router picks.
-            # grouped adds the biases after torch._grouped_mm, as an in-place add.
-            bias_op = "aten::addmm" if strategy == "loop" else "aten::add_"
-            self.expert_chain(rows=tokens * k, phase="expert", label="", bias_op=bias_op)
-            if strategy == "loop":
-                self.pointwise("combine", "aten::mul", tokens * k * d_out)
-                self.pointwise("combine", "aten::index_add_", tokens * k * d_out)
-            else:
-                # grouped scales in place, and with K = 1 copies each token's one row instead of adding it.
-                self.pointwise("combine", "aten::mul_", tokens * k * d_out)
-                if k > 1:
-                    self.pointwise("combine", "aten::index_add_", tokens * k * d_out)
+            self.expert_chain(rows=tokens * k, phase="expert", label="")
+            self.pointwise("combine", "aten::mul", tokens * k * d_out)
+            self.pointwise("combine", "aten::index_add_", tokens * k * d_out)
+            self.read_experts(min(e, decisions * k))
+        elif strategy == "grouped":
+            # Every matrix runs in meobench::grouped_linear (inference: no gradient is needed),
+            # which also scales each token-slot by its gate and adds a token's K slots up.
+            self.expert_chain(rows=tokens * k, phase="expert", label="", bias_op=GROUPED_LINEAR, op=GROUPED_LINEAR)
+            self.pointwise("combine", GROUPED_LINEAR, tokens * k * d_out)
+            if k > 1:
+                self.pointwise("combine", GROUPED_LINEAR, tokens * (k - 1) * d_out)
             self.read_experts(min(e, decisions * k))
         elif strategy == "dense":
             self.expert_chain(rows=tokens * e, phase="expert", label="")
@@ -346,9 +346,6 @@ class _LayerCostBuilder:
     def meo(self, strategy: str, level: str) -> None:
         b, tokens = self.shape.batch_size, self.shape.tokens
         strategy = resolve_merge(self.config, strategy, b)
-        if strategy == "fused" and self.config.top_k == 1:
-            self._single_expert_meo(level)
-            return
         merged = merged_experts(self.config, strategy)
         if strategy not in ("gather", "gemm", "fused"):
             raise NoCostModelError(
@@ -362,12 +359,15 @@ class _LayerCostBuilder:
                 if self.config.bias:
                     self.pointwise("merge", "aten::mul", b * d_out, first_operand_elements=b)
                 continue
-            # fused merges with meobench::merge_selected (inference: no gradient is needed).
-            op = "meobench::merge_selected" if strategy == "fused" else "aten"
+            # fused merges and applies in meobench::grouped_linear (inference: no gradient is needed).
+            op = GROUPED_LINEAR if strategy == "fused" else "aten"
             self.matmul("merge", f"merge W{position + 1}", b * merged * d_in * d_out, op)
             if self.config.bias:
                 self.matmul("merge", f"merge b{position + 1}", b * merged * d_out, op)
-        self.expert_chain(rows=tokens, phase="expert", label="merged ", bias_op="aten::baddbmm")
+        if strategy == "fused":
+            self.expert_chain(rows=tokens, phase="expert", label="merged ", bias_op=GROUPED_LINEAR, op=GROUPED_LINEAR)
+        else:
+            self.expert_chain(rows=tokens, phase="expert", label="merged ", bias_op="aten::baddbmm")
         experts_read = self.config.num_experts
         if strategy != "gemm":
             experts_read = min(experts_read, self._sequence_decisions(level) * self.config.top_k)
@@ -375,11 +375,6 @@ class _LayerCostBuilder:
         if strategy != "fused":
             # W_hat and b_hat are written once and read once; fused keeps its tiles in cache.
             self.merged_elements += 2 * b * self.params_per_expert()
-
-    def _single_expert_meo(self, level: str) -> None:
-        """Add fused MEO with K = 1: each sequence's expert runs with its bias in addmm, then is scaled in place."""
-        self.expert_chain(rows=self.shape.tokens, phase="expert", label="", scale_op="aten::mul_")
-        self.read_experts(min(self.config.num_experts, self._sequence_decisions(level)))
 
     def build(self, params: tuple[int, int]) -> CostModel:
         element_bytes = self.shape.element_bytes

@@ -11,11 +11,11 @@ across cases or repeats. What each counter covers (torch 2.13, fvcore 0.1.5):
   ``aten::scaled_dot_product_attention`` (fvcore reports both as unsupported and
   counts 0), and replaces its ``aten::einsum`` handle, which for equations it
   does not recognise calls numpy's einsum_path on full-size float64 arrays.
-  meobench also adds handles for ``aten::_grouped_mm`` and ``meobench::merge_selected``.
+  meobench also adds handles for ``aten::_grouped_mm`` and ``meobench::grouped_linear``.
 - torch profiler (``with_flops=True``): mm, addmm, bmm, baddbmm and conv2d, plus
   ``aten::add`` and ``aten::mul`` counted as the elements of the first operand.
   ``aten::sub``, ``aten::div``, in-place ``add_``/``mul_`` and bias additions
-  inside addmm are not counted, nor is any custom op such as ``meobench::merge_selected``.
+  inside addmm are not counted, nor is any custom op such as ``meobench::grouped_linear``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from meobench.flops import grouped_mm_flops
+from meobench.layers.grouped_kernel import grouped_linear_macs
 from meobench.shape_only import SHAPE_ONLY_RANGE
 
 # Ops our layers emit that carry no matmul or norm FLOPs, so fvcore has nothing to count in them.
@@ -65,7 +66,7 @@ def count_fvcore(module: torch.nn.Module, inputs: tuple[Any, ...]) -> FvcoreCoun
         "aten::einsum", _einsum_macs,
         "aten::scaled_dot_product_attention", _attention_macs,
         "aten::_grouped_mm", _grouped_mm_macs,
-        "meobench::merge_selected", _merge_selected_macs,
+        "meobench::grouped_linear", _grouped_linear_macs,
         **{name: None for name in FVCORE_IGNORED_OPS},
     )  # fmt: skip
     analysis.unsupported_ops_warnings(False)
@@ -120,10 +121,10 @@ def _grouped_mm_macs(inputs: list[Any], outputs: list[Any]) -> int:
     return grouped_mm_flops(_shape(inputs[0]), _shape(inputs[1]), out_shape=out_shape) // 2
 
 
-def _merge_selected_macs(inputs: list[Any], outputs: list[Any]) -> int:
-    """meobench::merge_selected(stack [E, N], indices [B, K], gates): B*K*N multiply-adds."""
-    batch, top_k = _shape(inputs[1])
-    return batch * top_k * _shape(inputs[0])[1]
+def _grouped_linear_macs(inputs: list[Any], outputs: list[Any]) -> int:
+    """meobench::grouped_linear(x, weight, bias, offsets, experts, gates, x_rows, ...): see grouped_linear_macs."""
+    x, weight, bias, _, experts, gates, x_rows = (_shape(value) for value in inputs[:7])
+    return grouped_linear_macs(x, weight, bias, experts, gates, x_rows)
 
 
 def _einsum_macs(inputs: list[Any], outputs: list[Any]) -> int:

@@ -26,7 +26,7 @@ from torch.utils import collect_env
 import meobench
 from meobench.allocator import describe_cpu_allocator
 from meobench.devices import cpu_model, device_name
-from meobench.layers.merge_kernel import kernel_unavailable_reason
+from meobench.layers.compiled import kernel_unavailable_reason
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def collect_environment(
         **cpu_details(),
         "torch_threads": threads or torch.get_num_threads(),
         "cpu_allocator": describe_cpu_allocator(cpu_allocator) if cpu_allocator else None,
-        "merge_kernel": kernel_unavailable_reason() or "compiled",
+        "cpu_kernels": kernel_unavailable_reason() or "compiled",
         "timestamp_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if torch.cuda.is_available():

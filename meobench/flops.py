@@ -4,7 +4,7 @@ Convention: one multiply-add counts as 2 FLOPs (FlopCounterMode's convention).
 FlopCounterMode counts matrix products and convolutions; elementwise work
 (bias, activation, gate scaling) and routing ops (topk, scatter, index_add) are
 not counted. meobench registers formulas for the ops it does not know:
-torch._grouped_mm, the CPU flash-attention kernel and meobench::merge_selected.
+torch._grouped_mm, the CPU flash-attention kernel and meobench::grouped_linear.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, flop_registry, register_flop_formula, sdpa_flop_count
 
 from meobench.errors import MeobenchError
-from meobench.layers.merge_kernel import merge_selected_flops
+from meobench.layers.grouped_kernel import grouped_linear_flops
 
 
 def grouped_mm_flops(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
@@ -37,8 +37,8 @@ if hasattr(torch.ops.aten, "_grouped_mm") and torch.ops.aten._grouped_mm not in 
     register_flop_formula(torch.ops.aten._grouped_mm)(grouped_mm_flops)
 
 
-if torch.ops.meobench.merge_selected not in flop_registry:
-    register_flop_formula(torch.ops.meobench.merge_selected)(merge_selected_flops)
+if torch.ops.meobench.grouped_linear not in flop_registry:
+    register_flop_formula(torch.ops.meobench.grouped_linear)(grouped_linear_flops)
 
 
 def cpu_flash_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:

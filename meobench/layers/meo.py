@@ -19,7 +19,6 @@ with the merged weight under ``expert``. Two kinds register in one registry:
 from __future__ import annotations
 
 import functools
-import math
 from typing import Callable
 
 import torch
@@ -28,8 +27,7 @@ from torch.profiler import record_function
 from meobench.errors import ConfigError
 from meobench.layers.base import RoutedLayer
 from meobench.layers.experts import ExpertBank, StackedLinear
-from meobench.layers.merge_kernel import merge_selected
-from meobench.layers.moe import dispatch
+from meobench.layers.grouped_kernel import grouped_linear
 from meobench.layers.router import Router, Routing
 from meobench.layers.token_attention import TokenAttention
 from meobench.registry import Registry
@@ -39,18 +37,6 @@ MergeFunction = Callable[[StackedLinear, Routing], Merged]
 MEOStrategy = Callable[[StackedLinear, Routing, torch.Tensor], torch.Tensor]
 MERGE_STRATEGIES: Registry[MEOStrategy] = Registry("merge strategy")
 register_merge_and_apply = MERGE_STRATEGIES.register
-
-# Bytes of the B merged weight tiles that ``fused`` builds at once. On CPU they
-# stay in a 32 MiB L3 cache beside the expert tiles streaming through it.
-# Tiles sized for the 1 MiB L2 meant about 100 tiles at the kernels.yaml shape,
-# and under load each small product then waited at an OpenMP barrier
-# (docs/performance.md, version 1).
-# NOTE: the CUDA budget is an estimate sized for a GPU L2 of tens of MiB; it has
-# not been measured on a GPU.
-FUSED_TILE_BYTES = {"cpu": 8 << 20, "cuda": 32 << 20}
-FUSED_TILE_BYTES_OTHER = 4 << 20
-# Tiles are a multiple of this many rows of d_out, so that matrix products keep full vector widths.
-FUSED_TILE_ROW_MULTIPLE = 16
 
 
 def register_merge(name: str) -> Callable[[MergeFunction], MergeFunction]:
@@ -105,72 +91,20 @@ def apply_merged(x: torch.Tensor, merged: Merged) -> torch.Tensor:
 
 @register_merge_and_apply("fused")
 def run_fused(linear: StackedLinear, routing: Routing, x: torch.Tensor) -> torch.Tensor:
-    """Merge and apply a tile of d_out rows at a time, so the full merged weight is never written.
+    """Merge and apply in one op, meobench::grouped_linear, so the full merged weight is never written.
 
-    Each tile merges only the K selected experts of each sequence (merge_selected,
-    a compiled kernel on the CPU) and the matrix product uses the B merged tiles
-    while they are still in cache. Each call reads every selected expert once.
-    With K = 1 there is nothing to sum, so ``apply_single_expert`` runs instead.
+    Each sequence is a group of L rows with its K selected experts and gates. On
+    the CPU a C kernel merges a few rows of W_hat at a time, only from the K
+    selected experts, and uses them at once in the product, where they are still
+    in cache; elsewhere the op runs torch ops (meobench.layers.grouped_kernel).
     """
-    _, d_out, d_in = linear.weight.shape
-    if routing.indices.shape[1] == 1:
-        return apply_single_expert(linear, routing, x)
-    batch = x.shape[0]
-    rows = fused_tile_rows(batch, d_in, d_out, x)
-    with record_function("merge"):
-        merged_bias = None if linear.bias is None else merge_selected(linear.bias, routing.indices, routing.weights)
-    tiles = []
-    for start in range(0, d_out, rows):
-        stop = min(start + rows, d_out)
-        with record_function("merge"):
-            # [E, rows, D] -> [E, rows*D] is a view: each expert's rows are contiguous.
-            weight_tile = linear.weight[:, start:stop].flatten(1)
-            merged_weight = merge_selected(weight_tile, routing.indices, routing.weights)
-        with record_function("expert"):
-            bias_tile = None if merged_bias is None else merged_bias[:, start:stop]
-            merged = (merged_weight.view(batch, stop - start, d_in), bias_tile)
-            tiles.append(apply_merged(x, merged))  # [B, L, rows]
+    batch, seq_len, d_in = x.shape
+    offsets = torch.arange(0, (batch + 1) * seq_len, seq_len)
     with record_function("expert"):
-        return torch.cat(tiles, dim=-1)
-
-
-def apply_single_expert(linear: StackedLinear, routing: Routing, x: torch.Tensor) -> torch.Tensor:
-    """Apply MEO with K = 1, where W_hat = g W_e and b_hat = g b_e, as y = g (W_e x + b_e).
-
-    No merged weight is written: the sequences are grouped by their expert, each
-    expert runs once on its group in place of a merge, and its output is scaled by
-    the gates.
-    """
-    # With K = 1 and one decision per sequence, the dispatch's slots are the sequences.
-    pairs = dispatch(routing.weights, routing.indices, linear.num_experts)
-    out = x.new_empty(x.shape[0], x.shape[1], linear.weight.shape[1])
-    with record_function("expert"):
-        for expert, start, stop in pairs.segments():
-            sequences = pairs.token_of_slot[start:stop]
-            gates = pairs.gate_of_slot[start:stop].unsqueeze(-1)  # [count, 1, 1]
-            y = linear.forward_expert(expert, x[sequences])  # [count, L, F]
-            # In place only without autograd, which needs y unscaled for the gates' gradient.
-            y = y * gates if torch.is_grad_enabled() else y.mul_(gates)
-            out.index_copy_(0, sequences, y)
-    return out
-
-
-def fused_tile_rows(batch: int, d_in: int, d_out: int, x: torch.Tensor) -> int:
-    """Rows of d_out per ``fused`` tile: B merged tiles fit FUSED_TILE_BYTES of the device type.
-
-    The tiles are then evened out, so the last one is not a sliver: at most
-    FUSED_TILE_ROW_MULTIPLE - 1 rows over the budget per tile.
-    """
-    # Under torch.jit.trace (fvcore's counter) the sizes arrive as tensors, but the tile count must be an int.
-    batch, d_in, d_out = int(batch), int(d_in), int(d_out)
-    multiple = FUSED_TILE_ROW_MULTIPLE
-    budget = FUSED_TILE_BYTES.get(x.device.type, FUSED_TILE_BYTES_OTHER)
-    rows = budget // (batch * d_in * x.element_size())
-    rows = max(multiple, rows // multiple * multiple)
-    if rows >= d_out:
-        return d_out
-    tiles = math.ceil(d_out / rows)
-    return math.ceil(d_out / tiles / multiple) * multiple
+        y = grouped_linear(
+            x.reshape(batch * seq_len, d_in), linear.weight, linear.bias, offsets, routing.indices, routing.weights
+        )
+    return y.view(batch, seq_len, -1)
 
 
 def merge_traffic(strategy: str, batch: int, top_k: int, num_experts: int) -> int:

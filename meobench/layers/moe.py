@@ -17,16 +17,14 @@ import torch
 from torch.profiler import record_function
 
 from meobench.layers.base import RoutedLayer
-from meobench.layers.experts import ExpertBank, StackedLinear
+from meobench.layers.experts import ExpertBank
+from meobench.layers.grouped_kernel import grouped_linear
 from meobench.layers.router import Router, Routing
 from meobench.registry import Registry
 
 MoEStrategy = Callable[[ExpertBank, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 MOE_STRATEGIES: Registry[MoEStrategy] = Registry("MoE strategy")
 register_strategy = MOE_STRATEGIES.register
-
-# Dtypes torch._grouped_mm accepts on CPU (torch 2.13.0).
-GROUPED_MM_CPU_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 @dataclass(frozen=True)
@@ -49,18 +47,6 @@ class Dispatch:
             if count:
                 yield expert, start, start + count
             start += count
-
-    def combine(self, expert_out: torch.Tensor, num_tokens: int) -> torch.Tensor:
-        """Scale sorted expert outputs [T*K, F] by their gates in place and sum them per token -> [T, F].
-
-        With K = 1 every token has exactly one pair, so its row is copied rather than
-        added to a zero-filled output.
-        """
-        expert_out.mul_(self.gate_of_slot)
-        if expert_out.shape[0] == num_tokens:
-            return expert_out.new_empty(num_tokens, expert_out.shape[1]).index_copy_(0, self.token_of_slot, expert_out)
-        out = expert_out.new_zeros(num_tokens, expert_out.shape[1])
-        return out.index_add_(0, self.token_of_slot, expert_out)
 
 
 def dispatch(weights: torch.Tensor, indices: torch.Tensor, num_experts: int) -> Dispatch:
@@ -96,67 +82,30 @@ def run_loop(bank: ExpertBank, x: torch.Tensor, weights: torch.Tensor, indices: 
 def run_grouped(bank: ExpertBank, x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     """Sort (token, slot) pairs by expert and run each matrix as one grouped product over the segments.
 
-    Uses torch._grouped_mm where ``grouped_mm_unsupported_reason`` finds none,
-    else one matrix product per segment.
+    Each matrix runs meobench::grouped_linear with one group per expert: the first
+    gathers its rows through the sorted tokens, and the last scales by the gates
+    and sums each token's K rows into its output row, so no sorted copy of the
+    input or the output is made. Where the compiled kernel cannot run, the op
+    uses torch._grouped_mm or one product per segment (meobench.layers.grouped_kernel).
     """
     with record_function("dispatch"):
         pairs = dispatch(weights, indices, bank.num_experts)
-        hidden = x[pairs.token_of_slot]  # [T*K, D]
+        offsets = torch.tensor([0, *pairs.counts]).cumsum(0)
+        experts = torch.arange(bank.num_experts).unsqueeze(1)
+    hidden = x
+    last = len(bank.linears) - 1
     with record_function("expert"):
         for position, linear in enumerate(bank.linears):
             if position > 0:
                 hidden = bank.activation(hidden)
-            hidden = grouped_linear(hidden, linear, pairs)
-    with record_function("combine"):
-        return pairs.combine(hidden, x.shape[0])
-
-
-def grouped_linear(hidden: torch.Tensor, linear: StackedLinear, pairs: Dispatch) -> torch.Tensor:
-    """Apply expert e of ``linear`` to segment e of the sorted rows hidden [T*K, D] -> [T*K, F]."""
-    if grouped_mm_unsupported_reason(hidden, linear.weight) is None:
-        ends = torch.tensor(pairs.counts, device=hidden.device).cumsum(0).to(torch.int32)
-        out = torch._grouped_mm(hidden, linear.weight.transpose(1, 2), offs=ends)
-        if linear.bias is not None:
-            # One in-place add per segment, so no [T*K, F] copy of the biases is made.
-            for expert, start, stop in pairs.segments():
-                out[start:stop] += linear.bias[expert]
-        return out
-
-    pieces = []
-    for expert, start, stop in pairs.segments():
-        pieces.append(linear.forward_expert(expert, hidden[start:stop]))
-    if not pieces:
-        return hidden.new_zeros(0, linear.weight.shape[1])
-    return torch.cat(pieces)
-
-
-def grouped_mm_unsupported_reason(hidden: torch.Tensor, weight: torch.Tensor) -> str | None:
-    """Why torch._grouped_mm cannot compute hidden [T*K, D] times weight [E, F, D] here, or None.
-
-    Checked on torch 2.13.0 CPU: float32, bfloat16 and float16 run, float64 is
-    rejected, and the backward pass fails, so autograd uses the per-segment path.
-    NOTE: the CUDA conditions (bfloat16, compute capability 9.0 or newer, rows
-    aligned to 16 bytes) follow the kernel's documented limits and have not been
-    run on a GPU.
-    """
-    if not hasattr(torch, "_grouped_mm"):
-        return f"torch {torch.__version__} has no torch._grouped_mm"
-    if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
-        return "torch._grouped_mm has no CPU backward pass"
-    if hidden.device.type == "cpu":
-        if hidden.dtype not in GROUPED_MM_CPU_DTYPES:
-            return f"torch._grouped_mm on CPU does not take {hidden.dtype}"
-        return None
-    if hidden.device.type == "cuda":
-        if hidden.dtype != torch.bfloat16:
-            return f"torch._grouped_mm on CUDA is used only for bfloat16, not {hidden.dtype}"
-        if torch.cuda.get_device_capability(hidden.device) < (9, 0):
-            return "torch._grouped_mm needs CUDA compute capability 9.0 or newer"
-        row_bytes = (weight.shape[1] * weight.element_size(), weight.shape[2] * weight.element_size())
-        if any(size % 16 for size in row_bytes):
-            return f"torch._grouped_mm needs rows aligned to 16 bytes, got widths {tuple(weight.shape[1:])}"
-        return None
-    return f"torch._grouped_mm is not used on {hidden.device.type}"
+            hidden = grouped_linear(
+                hidden, linear.weight, linear.bias, offsets, experts,
+                x_rows=pairs.token_of_slot if position == 0 else None,
+                row_scale=pairs.gate_of_slot.squeeze(-1) if position == last else None,
+                out_rows=pairs.token_of_slot if position == last else None,
+                out_count=x.shape[0] if position == last else None,
+            )  # fmt: skip
+    return hidden
 
 
 @register_strategy("dense")

@@ -3,7 +3,8 @@ import torch
 
 from meobench.errors import ConfigError
 from meobench.layers import MOE_STRATEGIES, MoELayer, register_strategy
-from meobench.layers.moe import dispatch, grouped_mm_unsupported_reason
+from meobench.layers.grouped_kernel import grouped_mm_unsupported_reason
+from meobench.layers.moe import dispatch
 from tests.conftest import make_layers
 
 SHAPES = [
@@ -91,13 +92,15 @@ def test_grouped_matches_loop_in_dtype(dtype, kind):
 
 
 def test_grouped_mm_reasons_on_cpu():
-    weight = torch.zeros(2, 4, 3)
+    weight = torch.zeros(2, 4, 8)
     if not hasattr(torch, "_grouped_mm"):
         pytest.skip("this torch build has no torch._grouped_mm")
-    assert grouped_mm_unsupported_reason(torch.zeros(5, 3), weight) is None
-    assert "float64" in grouped_mm_unsupported_reason(torch.zeros(5, 3, dtype=torch.float64), weight.double())
+    assert grouped_mm_unsupported_reason(torch.zeros(5, 8), weight) is None
+    assert "float64" in grouped_mm_unsupported_reason(torch.zeros(5, 8, dtype=torch.float64), weight.double())
+    # Rows of 3 float32 values are 12 bytes, not a multiple of 16.
+    assert "16 bytes" in grouped_mm_unsupported_reason(torch.zeros(5, 3), torch.zeros(2, 4, 3))
     with torch.enable_grad():
-        assert "backward" in grouped_mm_unsupported_reason(torch.zeros(5, 3, requires_grad=True), weight)
+        assert "backward" in grouped_mm_unsupported_reason(torch.zeros(5, 8, requires_grad=True), weight)
 
 
 def test_grouped_trains_through_fallback():
