@@ -77,6 +77,10 @@ def _grouped_linear_op(
     out_rows: torch.Tensor | None,
     out_count: int,
 ) -> torch.Tensor:
+    # The routing tensors are small, and top-k returns strided ones: copy them to contiguous memory.
+    offsets, experts, gates, x_rows, row_scale, out_rows = (
+        None if t is None else t.contiguous() for t in (offsets, experts, gates, x_rows, row_scale, out_rows)
+    )
     arguments = (x, weight, bias, offsets, experts, gates, x_rows, row_scale, out_rows)
     kernel = _kernel_for(*arguments)
     if kernel is None:

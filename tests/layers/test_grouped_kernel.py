@@ -95,6 +95,21 @@ def test_kernel_gathers_scales_and_sums_token_slots(top_k):
 
 
 @needs_kernel
+def test_strided_routing_tensors_still_use_the_kernel(monkeypatch):
+    # torch.topk returns strided indices; the op must copy them rather than fall back to torch ops.
+    chosen = []
+    kernel_for = grouped_kernel._kernel_for
+    monkeypatch.setattr(grouped_kernel, "_kernel_for", lambda *args: chosen.append(kernel_for(*args)) or chosen[-1])
+    x, weight, bias, offsets, experts, gates = meo_case([3, 4], top_k=2)
+    strided_experts = torch.stack([experts[:, 1], experts[:, 0]]).t().flip(1)
+    assert not strided_experts.is_contiguous()
+    with torch.no_grad():
+        out = grouped_linear(x, weight, bias, offsets, strided_experts, gates)
+    assert chosen[0] is not None
+    assert_matches(out, reference(x, weight, bias, offsets, experts, gates))
+
+
+@needs_kernel
 def test_output_rows_without_any_slot_are_zero():
     x = torch.ones(2, 3)
     weight, offsets, experts = torch.ones(1, 2, 3), torch.tensor([0, 2]), torch.zeros(1, 1, dtype=torch.int64)
