@@ -6,7 +6,7 @@ first use, in a second or two. meobench's cache folder keeps the library under a
 name hashed from the sources, the command and the CPU's flags
 (``$MEOBENCH_CACHE_DIR`` overrides the folder), so a changed source or another
 CPU gets its own build. When no library can be built or loaded, callers run
-torch ops instead, and ``kernel_unavailable_reason`` says why.
+torch ops instead, and ``kernel_unavailable_reason`` gives the reason.
 """
 
 from __future__ import annotations

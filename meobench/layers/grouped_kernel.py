@@ -102,15 +102,17 @@ def _grouped_linear_op(
 
 @_grouped_linear_op.register_fake
 def _grouped_linear_fake(x, weight, bias, offsets, experts, gates, x_rows, row_scale, out_rows, out_count):
-    rows = out_count if out_rows is not None else (x.shape[0] if x_rows is None else x_rows.shape[0])
+    if out_rows is not None:
+        return x.new_empty(out_count, weight.shape[1])
+    rows = x.shape[0] if x_rows is None else x_rows.shape[0]
     return x.new_empty(rows, weight.shape[1])
 
 
 def grouped_linear_macs(x_shape, weight_shape, bias_shape, experts_shape, gates_shape, x_rows_shape) -> int:
     """Multiply-adds of meobench::grouped_linear: R*F*D for the products, plus G*K*(F*D + F) to merge.
 
-    Ungated groups (grouped MoE) use their expert as it is and merge nothing; gated
-    ones (MEO) merge their K experts' weights, and biases when there are biases.
+    Ungated groups (grouped MoE) use their expert as it is and merge nothing. Gated
+    ones (MEO) merge their K experts' weights, and their biases when there are biases.
     """
     _, d_out, d_in = weight_shape
     rows = x_shape[0] if x_rows_shape is None else x_rows_shape[0]
@@ -215,7 +217,7 @@ def grouped_mm_unsupported_reason(hidden: torch.Tensor, weight: torch.Tensor) ->
 
 
 def _accumulate_flags(out_rows: torch.Tensor, out_count: int) -> tuple[torch.Tensor, bool]:
-    """Flag every row but the first one sent to each output row, and say whether some output row gets none.
+    """Flag every row but the first one sent to each output row, and report whether some output row gets none.
 
     The kernel visits groups in order, so the first row sent to an output row writes
     it and the later ones add to it.

@@ -16,9 +16,9 @@
    tile's products run, they load the next tile's expert rows into the cache a
    few lines at a time, so that reading the experts overlaps with the arithmetic.
 
-   Layout of the product: the weight rows are the broadcast operand, and the
-   group's rows of x, packed transposed into panels of 2 VL, VL or VL / 2
-   columns, the vector operand, so a group of any size wastes fewer than VL / 2
+   Layout of the product: the weight rows are the broadcast operand. The
+   group's rows of x are the vector operand, packed transposed into panels of
+   2 VL, VL or VL / 2 columns, so a group of any size wastes fewer than VL / 2
    columns of work. The output tile is written transposed, one element at a time.
 
    Threads split the tiles of F, never the rows, so two threads never write the
@@ -133,7 +133,11 @@ typedef struct {
 static int64_t plan_panels(int64_t first_row, int64_t rows, int64_t depth, panel_t* panels, int64_t* offset) {
     int64_t count = 0, row = first_row, left = rows;
     while (left > 0) {
-        int64_t width = left >= 2 * VL ? 2 * VL : left > HALF ? VL : HALF;
+        int64_t width = HALF;
+        if (left >= 2 * VL)
+            width = 2 * VL;
+        else if (left > HALF)
+            width = VL;
         int64_t used = left < width ? left : width;
         panels[count++] = (panel_t){row, used, width, *offset};
         /* Panels start on ALIGN bytes, so the products load their columns with aligned loads. */
