@@ -52,7 +52,7 @@ def test_meo_sequence_fused_flops(strategy):
 
 
 def test_fused_flops_with_gradient():
-    # With a gradient the merge runs torch.bmm instead of meobench::merge_selected: the same 111,488 FLOPs.
+    # With a gradient torch ops run instead of meobench::grouped_linear: the same 111,488 FLOPs.
     layers = make_layers(num_experts=E, top_k=2, d_model=D, d_ff=F).eval()
     module = layers.build("meo-sequence", "fused")
     x = torch.randn(B, L, D)
