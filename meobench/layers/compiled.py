@@ -27,12 +27,12 @@ from meobench.cachedir import user_cache_dir
 logger = logging.getLogger(__name__)
 
 SOURCE_FOLDER = Path(__file__).parent / "csrc"
-# Argument types of each exported function, so ctypes converts every call.
+# Result and argument types of each exported function, so ctypes converts every call.
 _P, _I = ctypes.c_void_p, ctypes.c_int64
 SIGNATURES = {
     # x, depth, x_rows, weight, bias, f_total, groups, offsets, top_k, experts, gates,
-    # row_scale, out, out_rows, accumulate, threads
-    "grouped_linear_float32": [_P, _I, _P, _P, _P, _I, _I, _P, _I, _P, _P, _P, _P, _P, _P, ctypes.c_int],
+    # row_scale, out, out_rows, accumulate, threads; returns 1 when it could not allocate its buffers
+    "grouped_linear_float32": (ctypes.c_int, [_P, _I, _P, _P, _P, _I, _I, _P, _I, _P, _P, _P, _P, _P, _P, ctypes.c_int]),
 }
 
 
@@ -66,10 +66,10 @@ def _build() -> tuple[ctypes.CDLL | None, str | None]:
     if reason is not None:
         logger.warning("meobench's compiled CPU kernels are unavailable, so torch ops run instead: %s", reason)
         return None, reason
-    for name, argtypes in SIGNATURES.items():
+    for name, (restype, argtypes) in SIGNATURES.items():
         function = getattr(library, name)
         function.argtypes = argtypes
-        function.restype = None
+        function.restype = restype
     return library, None
 
 

@@ -85,6 +85,7 @@ def _grouped_linear_op(
     kernel = _kernel_for(*arguments)
     if kernel is None:
         return grouped_linear_with_torch(*arguments, out_count)
+    _check_indices(x, weight, offsets, experts, x_rows, row_scale, out_rows, out_count)
     _, d_out, d_in = weight.shape
     accumulate = None
     if out_rows is None:
@@ -92,11 +93,17 @@ def _grouped_linear_op(
     else:
         accumulate, uncovered = _accumulate_flags(out_rows, out_count)
         out = x.new_zeros(out_count, d_out) if uncovered else x.new_empty(out_count, d_out)
-    kernel(
+    threads = torch.get_num_threads()
+    failed = kernel(
         x.data_ptr(), d_in, _pointer(x_rows), weight.data_ptr(), _pointer(bias), d_out, experts.shape[0],
         offsets.data_ptr(), experts.shape[1], experts.data_ptr(), _pointer(gates), _pointer(row_scale),
-        out.data_ptr(), _pointer(out_rows), _pointer(accumulate), torch.get_num_threads(),
+        out.data_ptr(), _pointer(out_rows), _pointer(accumulate), threads,
     )  # fmt: skip
+    if failed:
+        raise MemoryError(
+            f"meobench::grouped_linear could not allocate its buffers for {offsets[-1].item()} rows of width "
+            f"{d_in} on {threads} threads; use a smaller batch_size or seq_len."
+        )
     return out
 
 
@@ -229,6 +236,30 @@ def _accumulate_flags(out_rows: torch.Tensor, out_count: int) -> tuple[torch.Ten
     if uncovered:
         return torch.ones(out_rows.shape, dtype=torch.uint8), True
     return (first[out_rows] != positions).to(torch.uint8), False
+
+
+def _check_indices(x, weight, offsets, experts, x_rows, row_scale, out_rows, out_count) -> None:
+    """Raise ValueError unless every index the kernel follows stays inside its tensor.
+
+    The kernel reads and writes through these indices without bounds checks.
+    """
+    rows = x.shape[0] if x_rows is None else x_rows.shape[0]
+    problems = []
+    if offsets.shape != (experts.shape[0] + 1,) or offsets[0] != 0 or offsets[-1] != rows:
+        problems.append(f"offsets must be [0, ..., {rows}] with one more entry than the {experts.shape[0]} groups")
+    elif bool((offsets.diff() < 0).any()):
+        problems.append("offsets must not decrease")
+    if experts.numel() and not 0 <= int(experts.min()) <= int(experts.max()) < weight.shape[0]:
+        problems.append(f"experts must lie in [0, {weight.shape[0]})")
+    if x_rows is not None and x_rows.numel() and not 0 <= int(x_rows.min()) <= int(x_rows.max()) < x.shape[0]:
+        problems.append(f"x_rows must lie in [0, {x.shape[0]})")
+    for name, tensor in (("row_scale", row_scale), ("out_rows", out_rows)):
+        if tensor is not None and tensor.shape != (rows,):
+            problems.append(f"{name} must have one entry per row, {rows}, not shape {tuple(tensor.shape)}")
+    if out_rows is not None and out_rows.numel() and not 0 <= int(out_rows.min()) <= int(out_rows.max()) < out_count:
+        problems.append(f"out_rows must lie in [0, {out_count})")
+    if problems:
+        raise ValueError("meobench::grouped_linear: " + "; ".join(problems) + ".")
 
 
 def _kernel_for(x, weight, bias, offsets, experts, gates, x_rows, row_scale, out_rows) -> ctypes._CFuncPtr | None:

@@ -188,3 +188,26 @@ def test_missing_compiler_is_reported(tmp_path):
     reason = _compile(["no-such-compiler-meobench"], [], tmp_path / "kernels.so")
     assert reason is not None
     assert reason.startswith("no-such-compiler-meobench failed to run")
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(offsets=torch.tensor([0, 3, 8])), r"offsets must be \[0, \.\.\., 7\]"),
+        (
+            dict(offsets=torch.tensor([0, 5, 3, 7]), experts=torch.zeros(3, 2, dtype=torch.int64), gates=torch.ones(3, 2)),
+            "offsets must not decrease",
+        ),
+        (dict(experts=torch.tensor([[0, 1], [2, 5]])), r"experts must lie in \[0, 5\)"),
+        (dict(x_rows=torch.tensor([0, 1, 2, 3, 4, 5, 9])), r"x_rows must lie in \[0, 7\)"),
+        (dict(out_rows=torch.tensor([0, 1, 2, 3, 4, 5, 6]), out_count=6), r"out_rows must lie in \[0, 6\)"),
+        (dict(row_scale=torch.ones(3)), "row_scale must have one entry per row, 7"),
+    ],
+)
+def test_kernel_rejects_indices_out_of_range(change, message):
+    x, weight, bias, offsets, experts, gates = meo_case([3, 4], top_k=2)
+    arguments = dict(x=x, weight=weight, bias=bias, offsets=offsets, experts=experts, gates=gates)
+    arguments.update(change)
+    with torch.no_grad(), pytest.raises(ValueError, match=message):
+        grouped_linear(**arguments)

@@ -25,6 +25,7 @@
    same output element: a row can then accumulate several groups (MoE's K slots
    of one token) in group order without atomics.
 */
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,9 +39,9 @@
 #endif
 #define HALF (VL / 2)
 #define ALIGN 64
-/* Tiles per block of the column loop: each group runs a block's tiles in turn, so its packed rows of
-   x stay in the L2 cache, and the block's rows of every expert stay in cache while all groups use
-   them. On a 2-core Zen 4 (1 MiB L2 per core) at BERT-base's shape, blocks of 1, 4 and 16 tiles were
+/* Tiles per block of the column loop. Each group runs a block's tiles in turn, so its packed rows of
+   x stay in the L2 cache. The block's rows of every expert stay in cache while all groups use them.
+   On a 2-core Zen 4 (1 MiB L2 per core) at BERT-base's shape, blocks of 1, 4 and 16 tiles were
    within 4% of each other; 4 was fastest at K = 8 and within 2% at K = 1. */
 #define BLOCK_TILES 4
 
@@ -163,23 +164,31 @@ static void pack_panel(const float* x, int64_t depth, const int64_t* x_rows, con
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-void grouped_linear_float32(const float* x, int64_t depth, const int64_t* x_rows, const float* weight,
-                            const float* bias, int64_t f_total, int64_t groups, const int64_t* offsets,
-                            int64_t top_k, const int64_t* experts, const float* gates, const float* row_scale,
-                            float* out, const int64_t* out_rows, const uint8_t* accumulate, int threads) {
+/* Return 0, or 1 when a buffer could not be allocated (nothing is written then). */
+int grouped_linear_float32(const float* x, int64_t depth, const int64_t* x_rows, const float* weight,
+                           const float* bias, int64_t f_total, int64_t groups, const int64_t* offsets,
+                           int64_t top_k, const int64_t* experts, const float* gates, const float* row_scale,
+                           float* out, const int64_t* out_rows, const uint8_t* accumulate, int threads) {
     /* Each group has at most two panels of fewer than 2 VL rows; every other panel has 2 VL. */
     panel_t* panels = malloc(sizeof(panel_t) * (offsets[groups] / (2 * VL) + 2 * groups + 1));
     int64_t* first_panel = malloc(sizeof(int64_t) * (groups + 1));
-    float* ones = malloc(sizeof(float) * top_k);
+    float* ones = malloc(sizeof(float) * (top_k + 1));
     float* zero_row = calloc(depth, sizeof(float));
+    /* One merged-rows buffer per thread, allocated here so that a failure stops the call before any work. */
+    size_t merged_bytes = (MR * depth * sizeof(float) / ALIGN + 1) * ALIGN;
+    char* merged_all = aligned_alloc(ALIGN, merged_bytes * threads);
+    float* packed = NULL;
     int64_t packed_floats = 0, panel_count = 0;
+    if (panels == NULL || first_panel == NULL || ones == NULL || zero_row == NULL || merged_all == NULL)
+        goto done;
     for (int64_t g = 0; g < groups; g++) {
         first_panel[g] = panel_count;
         panel_count += plan_panels(offsets[g], offsets[g + 1] - offsets[g], depth, panels + panel_count, &packed_floats);
     }
     first_panel[groups] = panel_count;
     for (int64_t k = 0; k < top_k; k++) ones[k] = 1.0f;
-    float* packed = aligned_alloc(ALIGN, (packed_floats * sizeof(float) / ALIGN + 1) * ALIGN);
+    packed = aligned_alloc(ALIGN, (packed_floats * sizeof(float) / ALIGN + 1) * ALIGN);
+    if (packed == NULL) goto done;
     int64_t tiles = (f_total + MR - 1) / MR;
     int64_t blocks = (tiles + BLOCK_TILES - 1) / BLOCK_TILES;
     int in_place = gates == NULL && top_k == 1;
@@ -188,7 +197,7 @@ void grouped_linear_float32(const float* x, int64_t depth, const int64_t* x_rows
         _Pragma("omp for schedule(static)") for (int64_t q = 0; q < panel_count; q++)
             pack_panel(x, depth, x_rows, &panels[q], packed + panels[q].offset);
 
-        float* merged = aligned_alloc(ALIGN, (MR * depth * sizeof(float) / ALIGN + 1) * ALIGN);
+        float* merged = (float*)(merged_all + merged_bytes * omp_get_thread_num());
         float tile[MR * 2 * VL] __attribute__((aligned(ALIGN)));
         const float* w[MR];
         float merged_bias[MR];
@@ -254,11 +263,14 @@ void grouped_linear_float32(const float* x, int64_t depth, const int64_t* x_rows
                 }
             }
         }
-        free(merged);
     }
+done:;
+    int failed = packed == NULL;
     free(packed);
+    free(merged_all);
     free(zero_row);
     free(ones);
     free(first_panel);
     free(panels);
+    return failed;
 }
